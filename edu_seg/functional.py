@@ -1,0 +1,9 @@
+"""Differentiable operations, PyTorch-shaped: ``import edu_seg.functional as F``.
+
+Each op validates its arguments (a clear ``ValueError``/``TypeError`` naming the argument, what
+it got and what it needs), then runs the kernels of the current backend through a
+:class:`~edu_seg.autograd.Function`. The ops live in ``edu_seg/ops/<family>.py``; this module
+gathers them into one namespace.
+"""
+from .autograd import cat, pad, stack  # noqa: F401
+from .ops.activations import relu, sigmoid, tanh  # noqa: F401
