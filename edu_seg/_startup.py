@@ -38,7 +38,7 @@ def _tune():
     if os.environ.get("EDU_SEG_NO_TUNING", "0") not in ("", "0"):
         return
     if "OPENBLAS_CORETYPE" in os.environ:
-        STATUS["openblas_coretype"] = os.environ["OPENBLAS_CORETYPE"] + " (set by the user)"
+        STATUS["openblas_coretype"] = os.environ["OPENBLAS_CORETYPE"] + " (set in the environment)"
     elif "numpy" in sys.modules:
         STATUS["openblas_coretype"] = "not set: NumPy was imported before edu_seg"
     elif _cpu_has_avx512():

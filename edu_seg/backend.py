@@ -127,6 +127,9 @@ def kernels(module):
     try:
         return importlib.import_module(f"{_PACKAGE_OF[backend]}.{module}")
     except ImportError:
+        if backend == "cupy":
+            raise NotImplementedError(f"the 'cupy' backend has no {module!r} kernels yet; use "
+                                      "set_backend('cython') or 'numpy' for this op") from None
         if backend != "cython":
             raise
         if module not in _warned_missing:
