@@ -22,7 +22,8 @@ from .backend import (  # noqa: E402
 )
 from .autograd import Function, Tensor, cat, is_grad_enabled, no_grad, pad, stack  # noqa: E402
 from .gradcheck import gradcheck  # noqa: E402
+from .ops.misc import manual_seed  # noqa: E402
 
 __all__ = ["Tensor", "Function", "no_grad", "is_grad_enabled", "cat", "stack", "pad",
            "gradcheck", "set_backend", "get_backend", "use_backend", "set_num_threads",
-           "get_num_threads", "show_config"]
+           "get_num_threads", "show_config", "manual_seed"]

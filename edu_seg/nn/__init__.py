@@ -1,0 +1,17 @@
+"""Neural-network building blocks, shaped like ``torch.nn``: ``Module``, ``Parameter``,
+containers, layers and weight initialisation (``edu_seg.nn.init``).
+
+>>> from edu_seg import nn
+>>> block = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+"""
+from . import init
+from .batchnorm import BatchNorm2d
+from .layers import (AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, Conv2d, ConvTranspose2d,
+                     Dropout, Dropout2d, Identity, LeakyReLU, MaxPool2d, MaxUnpool2d,
+                     PixelShuffle, ReLU, Sigmoid, Upsample)
+from .module import Module, ModuleList, Parameter, Sequential, StateDictError
+
+__all__ = ["init", "Module", "Parameter", "Sequential", "ModuleList", "StateDictError",
+           "Conv2d", "ConvTranspose2d", "BatchNorm2d", "ReLU", "LeakyReLU", "Sigmoid",
+           "Dropout", "Dropout2d", "MaxPool2d", "MaxUnpool2d", "AvgPool2d", "AdaptiveAvgPool2d",
+           "AdaptiveMaxPool2d", "Upsample", "PixelShuffle", "Identity"]

@@ -1,0 +1,414 @@
+"""``Module`` and ``Parameter``: how a network keeps track of its weights, shaped like PyTorch's.
+
+A model is a tree of modules. Assigning a :class:`Parameter` or a :class:`Module` to an
+attribute REGISTERS it (``Module.__setattr__``), in order, so the model can later list every
+weight (``parameters()`` for the optimiser), switch every layer between training and
+evaluation (``train()``/``eval()``) and save or load everything it holds (``state_dict()``)::
+
+    class TwoConvs(Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = Conv2d(3, 8, 3, padding=1)    # registered as child "conv1"
+            self.conv2 = Conv2d(8, 2, 1)               # registered as child "conv2"
+
+        def forward(self, x):                          # model(x) calls forward(x)
+            return self.conv2(relu(self.conv1(x)))
+
+    TwoConvs().state_dict().keys()  # conv1.weight, conv1.bias, conv2.weight, conv2.bias
+
+Buffers (:meth:`Module.register_buffer`) are arrays that belong to the model's state but are
+not trained, e.g. BatchNorm's running mean: they are saved and loaded, never optimised.
+"""
+from collections import OrderedDict, namedtuple
+
+import numpy as np
+
+from ..autograd import Tensor
+
+__all__ = ["Parameter", "Module", "Sequential", "ModuleList", "StateDictError"]
+
+
+class Parameter(Tensor):
+    """A Tensor that is a trainable weight of a Module (``requires_grad=True`` by default).
+
+    Parameters
+    ----------
+    data : array_like
+        The initial value; its dtype is kept (Python lists become float32).
+    requires_grad : bool
+        False freezes the weight (the optimiser skips parameters without a gradient).
+    """
+
+    __slots__ = ()
+
+    def __init__(self, data, requires_grad=True):
+        super().__init__(data, requires_grad=requires_grad)
+
+    def __repr__(self):
+        return "Parameter containing:\n" + super().__repr__()
+
+
+class StateDictError(KeyError, ValueError):
+    """``load_state_dict`` found missing, unexpected or mis-shaped keys (message lists them).
+
+    Both a KeyError (keys) and a ValueError (shapes), so either ``except`` catches it.
+    """
+
+    def __str__(self):  # KeyError would print the message in quotes, as a repr
+        return str(self.args[0])
+
+
+IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
+
+
+class Module:
+    """Base class of every layer and model.
+
+    Subclasses call ``super().__init__()`` first, assign their parameters and sub-modules as
+    attributes, and define ``forward``. Calling the module calls ``forward``.
+
+    Attributes
+    ----------
+    training : bool
+        True in training mode (the default), False after :meth:`eval`. Dropout and BatchNorm
+        behave differently in the two modes.
+    """
+
+    def __init__(self):
+        # object.__setattr__: these must exist before our own __setattr__ can use them.
+        object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_buffers", OrderedDict())
+        object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "training", True)
+
+    # ------------------------------------------------------------------------- registration
+    def __setattr__(self, name, value):
+        if "_parameters" not in self.__dict__:
+            raise AttributeError(f"{type(self).__name__}: call super().__init__() before "
+                                 f"assigning attributes (assigning {name!r})")
+        params, buffers, modules = self._parameters, self._buffers, self._modules
+        if isinstance(value, (Parameter, Module)):
+            registry = params if isinstance(value, Parameter) else modules
+            if name not in registry:     # a replacement keeps its place in the order
+                self._forget(name)
+            registry[name] = value
+        elif name in buffers:
+            if value is not None and not isinstance(value, np.ndarray):
+                raise TypeError(f"{type(self).__name__}: buffer {name!r} must be an array or "
+                                f"None, got {type(value).__name__}")
+            buffers[name] = value
+        elif name in params and value is not None:
+            raise TypeError(f"{type(self).__name__}: cannot assign a {type(value).__name__} to "
+                            f"parameter {name!r}; wrap it in Parameter(...) or set "
+                            f"{name}.data instead")
+        else:
+            if name in params or name in modules:   # assigning None unregisters
+                self._forget(name)
+            object.__setattr__(self, name, value)
+
+    def _forget(self, name):
+        for registry in (self._parameters, self._buffers, self._modules):
+            registry.pop(name, None)
+        self.__dict__.pop(name, None)
+
+    def __getattr__(self, name):  # only called when normal lookup fails
+        for registry in ("_parameters", "_buffers", "_modules"):
+            found = self.__dict__.get(registry, {})
+            if name in found:
+                return found[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __delattr__(self, name):
+        if name in self._parameters or name in self._buffers or name in self._modules:
+            self._forget(name)
+        else:
+            object.__delattr__(self, name)
+
+    def register_buffer(self, name, array):
+        """Register ``array`` (or None) as state that is saved and loaded but not trained."""
+        if array is not None and not isinstance(array, np.ndarray):
+            raise TypeError(f"register_buffer: {name!r} must be an ndarray or None, got "
+                            f"{type(array).__name__}")
+        self._forget(name)
+        self._buffers[name] = array
+
+    # ------------------------------------------------------------------------------ walking
+    def named_children(self):
+        """(name, module) for each direct sub-module, in registration order."""
+        return iter(self._modules.items())
+
+    def children(self):
+        """Each direct sub-module, in registration order."""
+        return iter(self._modules.values())
+
+    def named_modules(self, prefix=""):
+        """(dotted name, module) for this module ("") and every descendant, depth first."""
+        seen = set()
+
+        def walk(module, prefix):
+            if id(module) in seen:
+                return
+            seen.add(id(module))
+            yield prefix, module
+            for name, child in module._modules.items():
+                yield from walk(child, f"{prefix}.{name}" if prefix else name)
+
+        return walk(self, prefix)
+
+    def modules(self):
+        """This module and every descendant, depth first."""
+        return (m for _, m in self.named_modules())
+
+    def named_parameters(self):
+        """(dotted name, Parameter), e.g. ``("encoder.0.weight", p)``; each parameter once."""
+        seen = set()
+        for prefix, module in self.named_modules():
+            for name, p in module._parameters.items():
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    yield (f"{prefix}.{name}" if prefix else name), p
+
+    def parameters(self):
+        """Every Parameter of the tree, each once (what an optimiser is given)."""
+        return (p for _, p in self.named_parameters())
+
+    def named_buffers(self):
+        """(dotted name, array) for every buffer that is not None."""
+        for prefix, module in self.named_modules():
+            for name, b in module._buffers.items():
+                if b is not None:
+                    yield (f"{prefix}.{name}" if prefix else name), b
+
+    def apply(self, fn):
+        """Call ``fn(module)`` on every module, children first (e.g. a custom init); returns self."""
+        for child in self.children():
+            child.apply(fn)
+        fn(self)
+        return self
+
+    # -------------------------------------------------------------------------------- modes
+    def train(self, mode=True):
+        """Set training mode (``mode=True``) or evaluation mode on every module; returns self."""
+        for m in self.modules():
+            object.__setattr__(m, "training", bool(mode))
+        return self
+
+    def eval(self):
+        """Evaluation mode: BatchNorm uses its running statistics, Dropout does nothing."""
+        return self.train(False)
+
+    def zero_grad(self):
+        """Forget the gradients of every parameter (``.grad = None``) before the next backward."""
+        for p in self.parameters():
+            p.grad = None
+
+    def to_dtype(self, dtype):
+        """Cast every parameter and floating buffer to ``dtype`` in place; returns self.
+
+        ``model.to_dtype(np.float64)`` before :func:`edu_seg.gradcheck` of a whole model.
+        Gradients are reset (they would have the old dtype).
+        """
+        dtype = np.dtype(dtype)
+        if dtype.kind != "f":
+            raise TypeError(f"to_dtype: dtype must be floating, got {dtype}")
+        for p in self.parameters():
+            p.data = p.data.astype(dtype)
+            p.grad = None
+        for m in self.modules():
+            for name, b in m._buffers.items():
+                if b is not None and b.dtype.kind == "f":
+                    m._buffers[name] = b.astype(dtype)
+        return self
+
+    astype = to_dtype
+
+    # -------------------------------------------------------------------------------- state
+    def state_dict(self):
+        """An ordered dict: dotted name -> a COPY of every parameter and buffer array.
+
+        The order is registration order, each module's parameters then its buffers, then
+        its children, the same as PyTorch (so the keys of an identical PyTorch model match).
+        """
+        state = OrderedDict()
+        for prefix, module in self.named_modules():
+            dot = prefix + "." if prefix else ""
+            for name, p in module._parameters.items():
+                state[dot + name] = p.data.copy()
+            for name, b in module._buffers.items():
+                if b is not None:
+                    state[dot + name] = b.copy()
+        return state
+
+    def _state_slots(self):
+        """name -> (module, registry, key) for every entry of the state dict."""
+        slots = OrderedDict()
+        for prefix, module in self.named_modules():
+            dot = prefix + "." if prefix else ""
+            for registry in (module._parameters, module._buffers):
+                for name, v in registry.items():
+                    if v is not None:
+                        slots[dot + name] = (registry, name)
+        return slots
+
+    def load_state_dict(self, state, strict=True):
+        """Copy the arrays of ``state`` (from :meth:`state_dict`) into this model.
+
+        Parameters
+        ----------
+        state : mapping of str to array
+        strict : bool
+            If True, the keys must match exactly. If False, missing and unexpected keys are
+            tolerated (and returned); shapes must still match.
+
+        Returns
+        -------
+        IncompatibleKeys
+            ``(missing_keys, unexpected_keys)``, both empty after a strict load.
+
+        Raises
+        ------
+        StateDictError
+            (a KeyError and a ValueError) naming every missing and unexpected key and every
+            key whose shape differs, with both shapes. Nothing is loaded then.
+        """
+        slots = self._state_slots()
+        missing = [k for k in slots if k not in state]
+        unexpected = [k for k in state if k not in slots]
+        mismatched = []
+        for key, (registry, name) in slots.items():
+            if key in state:
+                have, got = registry[name].shape, np.shape(state[key])
+                if have != got:
+                    mismatched.append(f"{key}: checkpoint has shape {got}, model has {have}")
+        problems = []
+        if strict and missing:
+            problems.append("missing keys: " + ", ".join(missing))
+        if strict and unexpected:
+            problems.append("unexpected keys: " + ", ".join(unexpected))
+        if mismatched:
+            problems.append("shape mismatch: " + "; ".join(mismatched))
+        if problems:
+            raise StateDictError(f"load_state_dict into {type(self).__name__}: "
+                                 + "; ".join(problems))
+        for key, (registry, name) in slots.items():
+            if key not in state:
+                continue
+            value = np.asarray(state[key])
+            current = registry[name]
+            if isinstance(current, Parameter):
+                current.data[...] = value      # in place: optimisers keep their references
+            else:
+                registry[name] = value.astype(current.dtype, copy=True)
+        return IncompatibleKeys(missing, unexpected)
+
+    # ------------------------------------------------------------------------------ calling
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__} must define forward()")
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    # ------------------------------------------------------------------------------- repr
+    def extra_repr(self):
+        """The text inside this module's parentheses, e.g. ``3, 16, kernel_size=(3, 3)``."""
+        return ""
+
+    def num_parameters(self):
+        """Number of trainable values (elements of all parameters)."""
+        return sum(p.size for p in self.parameters())
+
+    def __repr__(self):
+        """PyTorch's nested layout, plus the number of parameters of each module that has any."""
+        count = self.num_parameters()
+        note = f"  # {count:,} parameters" if count else ""
+        if not self._modules:
+            return f"{type(self).__name__}({self.extra_repr()}){note}"
+        lines = [f"{type(self).__name__}({self.extra_repr()}"]
+        for name, child in self._modules.items():
+            body = repr(child).replace("\n", "\n  ")
+            lines.append(f"  ({name}): {body}")
+        return "\n".join(lines) + f"\n){note}"
+
+
+class Sequential(Module):
+    """Modules applied one after the other: ``Sequential(conv, bn, relu)(x)``.
+
+    Children are named "0", "1", ... (or by an OrderedDict's keys). Indexing gives a child
+    (``seq[0]``) or a new Sequential of a slice (``seq[:2]``).
+    """
+
+    def __init__(self, *modules):
+        super().__init__()
+        if len(modules) == 1 and isinstance(modules[0], OrderedDict):
+            items = modules[0].items()
+        else:
+            items = ((str(i), m) for i, m in enumerate(modules))
+        for name, m in items:
+            if not isinstance(m, Module):
+                raise TypeError(f"Sequential: element {name!r} is a {type(m).__name__}, not a "
+                                f"Module")
+            setattr(self, name, m)
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return Sequential(OrderedDict(list(self._modules.items())[index]))
+        return list(self._modules.values())[index]
+
+    def append(self, module):
+        """Add ``module`` at the end; returns self."""
+        setattr(self, str(len(self)), module)
+        return self
+
+    def forward(self, x):
+        for m in self._modules.values():
+            x = m(x)
+        return x
+
+
+class ModuleList(Module):
+    """A list of modules whose parameters are registered (a plain list would hide them).
+
+    Use it for blocks that ``forward`` calls in its own way, e.g. U-Net's encoder stages,
+    whose outputs are also kept as skips.
+    """
+
+    def __init__(self, modules=()):
+        super().__init__()
+        self.extend(modules)
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return ModuleList(list(self._modules.values())[index])
+        return list(self._modules.values())[index]
+
+    def __setitem__(self, index, module):
+        name = list(self._modules)[index]
+        setattr(self, name, module)
+
+    def append(self, module):
+        """Add ``module`` at the end; returns self."""
+        if not isinstance(module, Module):
+            raise TypeError(f"ModuleList: can only hold Modules, got {type(module).__name__}")
+        setattr(self, str(len(self)), module)
+        return self
+
+    def extend(self, modules):
+        """Append each of ``modules``; returns self."""
+        for m in modules:
+            self.append(m)
+        return self
+
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError("ModuleList has no forward: iterate over it in yours")
