@@ -11,3 +11,4 @@ from .ops.loss import (binary_cross_entropy_with_logits, bootstrapped_cross_entr
                        cross_entropy, dice_loss, focal_loss)
 from .ops.misc import dropout, dropout2d, leaky_relu  # noqa: F401
 from .ops.norm import batch_norm  # noqa: F401
+from .ops.roi import roi_align, roi_pool  # noqa: F401
