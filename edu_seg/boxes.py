@@ -344,7 +344,7 @@ def masks_to_boxes(masks):
 
     Returns
     -------
-    boxes : (K, 4) array
+    boxes : (K, 4) float32 array
         ``(min col, min row, max col + 1, max row + 1)``: the pixel EDGES of the mask's extent
         (see the module conventions), so ``paste_masks`` of an all-ones mask into this box
         redraws the mask's bounding rectangle. (torchvision returns ``max col`` without the
@@ -358,12 +358,17 @@ def masks_to_boxes(masks):
     m = np.asarray(masks)
     if m.ndim != 3:
         raise ValueError(f"masks_to_boxes: masks must be (K, H, W), got shape {m.shape}")
-    out = np.zeros((m.shape[0], 4))
-    for k in range(m.shape[0]):
-        rows, cols = np.nonzero(m[k])
-        if rows.size == 0:
-            raise ValueError(f"masks_to_boxes: mask {k} is empty, so it has no bounding box")
-        out[k] = cols.min(), rows.min(), cols.max() + 1, rows.max() + 1
+    K, H, W = m.shape
+    rows, cols = m.any(axis=2), m.any(axis=1)  # (K, H), (K, W): which rows/cols are touched
+    empty = np.flatnonzero(~rows.any(axis=1))
+    if empty.size:
+        raise ValueError(f"masks_to_boxes: mask {empty[0]} is empty, so it has no bounding box")
+    out = np.zeros((K, 4), dtype=np.float32)
+    # argmax finds the first True; on the reversed axis it finds the last one.
+    out[:, 0] = cols.argmax(axis=1)
+    out[:, 1] = rows.argmax(axis=1)
+    out[:, 2] = W - cols[:, ::-1].argmax(axis=1)
+    out[:, 3] = H - rows[:, ::-1].argmax(axis=1)
     return out
 
 

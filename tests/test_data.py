@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from edu_seg.data import (SHAPES, VARIANTS, ColorJitter, Compose, DataLoader, FolderDataset,
-                          RandomCrop, RandomFlip, RandomScale, Shapes, masks_to_boxes)
+                          RandomCrop, RandomFlip, RandomScale, Shapes)
+from edu_seg.boxes import masks_to_boxes
 from edu_seg.data.transforms import resize_bilinear, resize_nearest
 
 Image = pytest.importorskip("PIL.Image")

@@ -47,6 +47,8 @@ import math
 
 import numpy as np
 
+from ..boxes import masks_to_boxes
+
 #: Foreground shapes in class order: class ``c`` of the default variant is ``SHAPES[c - 1]``.
 SHAPES = ("circle", "square", "triangle", "ring", "cross", "diamond")
 #: The scene variants (see the module docstring).
@@ -104,30 +106,6 @@ def _hsv(h, s, v):
     return np.array(colorsys.hsv_to_rgb(h % 1.0, s, v), dtype=np.float32)
 
 
-def masks_to_boxes(masks):
-    """Tight bounding boxes of boolean masks, in pixel-edge coordinates.
-
-    Parameters
-    ----------
-    masks : ndarray of bool, shape (K, H, W)
-        One mask per instance; each must have at least one pixel.
-
-    Returns
-    -------
-    ndarray of float32, shape (K, 4)
-        ``(x1, y1, x2, y2)`` with ``x2, y2`` one past the last pixel, so a mask covering the
-        whole image has the box ``(0, 0, W, H)`` and ``x2 - x1`` is the width in pixels.
-
-    Examples
-    --------
-    >>> m = np.zeros((1, 4, 5), bool); m[0, 1:3, 2] = True
-    >>> masks_to_boxes(m)
-    array([[2., 1., 3., 3.]], dtype=float32)
-    """
-    K = masks.shape[0]
-    boxes = np.zeros((K, 4), dtype=np.float32)
-    if K == 0:
-        return boxes
     rows, cols = masks.any(axis=2), masks.any(axis=1)  # (K, H), (K, W)
     H, W = masks.shape[1:]
     # argmax finds the first True; on the reversed axis it finds the last one.
@@ -175,7 +153,7 @@ class Shapes:
     - ``instance_masks``: (K, H, W) bool, the *visible* pixels of each instance; their union
       per class is exactly ``mask``
     - ``boxes``: (K, 4) float32 ``(x1, y1, x2, y2)``, the tight box of each instance mask in
-      pixel-edge coordinates (see :func:`masks_to_boxes`)
+      pixel-edge coordinates (see :func:`edu_seg.boxes.masks_to_boxes`)
     - ``labels``: (K,) int64 class of each instance (1 .. num_classes-1)
 
     Examples

@@ -25,7 +25,7 @@ Other keys are passed through unchanged.
 """
 import numpy as np
 
-from .shapes import masks_to_boxes
+from ..boxes import masks_to_boxes
 
 
 def _size_of(sample, who):
