@@ -12,3 +12,6 @@ from .ops.loss import (binary_cross_entropy_with_logits, bootstrapped_cross_entr
 from .ops.misc import dropout, dropout2d, leaky_relu  # noqa: F401
 from .ops.norm import batch_norm  # noqa: F401
 from .ops.roi import roi_align, roi_pool  # noqa: F401
+from .ops.pool import (adaptive_avg_pool2d, adaptive_max_pool2d, avg_pool2d,  # noqa: F401
+                       max_pool2d, max_unpool2d)
+from .ops.resample import interpolate, pixel_shuffle, pixel_unshuffle  # noqa: F401
