@@ -25,6 +25,7 @@ Other keys are passed through unchanged.
 """
 import numpy as np
 
+from ..backend import kernels
 from ..boxes import masks_to_boxes
 
 
@@ -180,32 +181,17 @@ class RandomCrop:
         return f"RandomCrop(size={self.size}, mask_fill={self.mask_fill})"
 
 
-def _source_coords(n_in, n_out):
-    """Input coordinate of each output pixel centre when resizing n_in -> n_out pixels.
-
-    Pixel ``i`` covers ``[i, i + 1)`` and has its centre at ``i + 0.5``; the output centre
-    ``(o + 0.5)`` maps to ``(o + 0.5) * n_in / n_out`` in the input, i.e. input index
-    ``(o + 0.5) * n_in / n_out - 0.5`` (PyTorch's ``align_corners=False``).
-    """
-    return (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
-
-
 def resize_bilinear(x, out_h, out_w):
-    """Resize the last two axes of ``x`` (..., H, W) bilinearly, with NumPy index maps.
+    """Resize the last two axes of a float array ``x`` (..., H, W) bilinearly.
 
-    Equals ``torch.nn.functional.interpolate(x, size=(out_h, out_w), mode="bilinear",
-    align_corners=False)``. Separable: interpolate the rows, then the columns.
+    Runs the library's own bilinear kernel, i.e. ``F.interpolate(x, size=(out_h, out_w),
+    mode="bilinear", align_corners=False)``: output centre ``o + 0.5`` samples the input at
+    ``(o + 0.5) * H / out_h - 0.5``.
     """
-    def taps(n_in, n_out):
-        src = np.clip(_source_coords(n_in, n_out), 0, n_in - 1)  # clamp at the borders
-        i0 = np.floor(src).astype(np.intp)
-        i1 = np.minimum(i0 + 1, n_in - 1)
-        return i0, i1, (src - i0).astype(x.dtype)  # the weight of i1
-
-    y0, y1, wy = taps(x.shape[-2], out_h)
-    x0, x1, wx = taps(x.shape[-1], out_w)
-    rows = x[..., y0, :] * (1 - wy)[:, None] + x[..., y1, :] * wy[:, None]  # (..., out_h, W)
-    return rows[..., x0] * (1 - wx) + rows[..., x1] * wx                       # (..., out_h, out_w)
+    lead = x.shape[:-2]
+    planes = np.ascontiguousarray(x.reshape((1, -1) + x.shape[-2:]))  # (1, prod(lead), H, W)
+    y = kernels("resample").interpolate_bilinear_forward(planes, (out_h, out_w), False, None)
+    return y.reshape(lead + (out_h, out_w))
 
 
 def resize_nearest(x, out_h, out_w):
