@@ -204,6 +204,14 @@ def show_config(file=None):
         lines.append(f"  BLAS                 : {info.get('internal_api')} {info.get('version')} "
                      f"arch={info.get('architecture')} threads={info.get('num_threads')} "
                      f"({os.path.basename(info.get('filepath', ''))})")
+    if _threads is not None:
+        try:
+            from ._kernels import conv as _conv
+            lines.append("  conv GEMM            : scipy OpenBLAS, 1 thread inside OpenMP loops: "
+                         + ("yes" if _conv.blas_thread_control_found()
+                            else "no (loops run serially)"))
+        except ImportError:
+            pass
     problem = _cupy_problem()
     lines.append(f"  CuPy / GPU           : {'available' if problem is None else 'no - ' + problem}")
     print("\n".join(lines), file=file)

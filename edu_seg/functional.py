@@ -7,6 +7,7 @@ gathers them into one namespace.
 """
 from .autograd import cat, pad, stack  # noqa: F401
 from .ops.activations import relu, sigmoid, tanh  # noqa: F401
+from .ops.conv import conv2d, conv_transpose2d  # noqa: F401
 from .ops.loss import (binary_cross_entropy_with_logits, bootstrapped_cross_entropy,  # noqa: F401
                        cross_entropy, dice_loss, focal_loss)
 from .ops.misc import dropout, dropout2d, leaky_relu  # noqa: F401

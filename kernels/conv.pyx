@@ -1,0 +1,979 @@
+# cython: language_level=3
+"""Convolution kernels in Cython/OpenMP: im2col + BLAS GEMM, split into independent work items.
+
+The readable twin is :mod:`edu_seg.reference.conv`: the same public functions, signatures and
+results (to rounding). Read that first; this file is the same mathematics arranged for speed.
+
+The ``cols`` layout (shared with the reference)
+-----------------------------------------------
+``im2col`` turns each sample's receptive fields into a matrix of shape (C*KH*KW, OH*OW)::
+
+    cols[n, (c*KH + kh)*KW + kw, oh*OW + ow] = x_padded[n, c, oh*sh + kh*dh, ow*sw + kw*dw]
+
+Rows are ordered (c, kh, kw) like the weight's (C_in/groups, KH, KW) axes, so the rows of group g
+are one contiguous block and ``y[n, g] = w[g] @ cols[n, g]`` is a plain matrix product that lands
+in NCHW order with no transpose. ``col2im`` is the exact adjoint: it adds every column entry back
+into the input pixel it was copied from.
+
+How the work is split
+---------------------
+Every op is one ``prange`` over *work items* that write disjoint parts of the output:
+
+===============  ====================================  =============================================
+op               one work item                         it computes
+===============  ====================================  =============================================
+forward          sample n, a block of output rows      y[n, :, rows] = W @ cols(n, rows)
+backward_input   sample n, a block of input channels   dx[n, chans] = col2im(W[:, chans]ᵀ @ dy[n])
+backward_weight  a chunk of (sample, rows) tiles, a    partial[chunk][chans] = Σ cols(chans) @ dyᵀ,
+                 block of input channels               then dw = (Σ_chunk partial)ᵀ, chunks in order
+backward_bias    an output channel                     db[o] = Σ dy[:, o]
+===============  ====================================  =============================================
+
+Each thread fills its own small workspace (at most ``TILE_BYTES``, so it stays in cache and
+below glibc's 32 MB mmap threshold, see PERF_NOTES.md) and calls a *single-threaded* GEMM: a
+threaded BLAS inside a ``prange`` would put threads on top of threads. We switch scipy's
+OpenBLAS to one thread for the duration of the loop (see :func:`_find_blas_thread_control`);
+if that is impossible the loop runs on one OpenMP thread and BLAS keeps its own threads.
+
+Determinism: the items, the tile sizes and the order of every sum depend only on the shapes,
+never on the thread count, so 1 and 2 threads give bit-identical results.
+
+Special cases that skip im2col: a 1x1 stride-1 unpadded conv, whose ``cols`` is ``x`` itself, and
+the depthwise conv (groups == C_in == C_out), where direct loops over each plane beat C GEMMs of
+one row each (see the depthwise section).
+"""
+import numpy as np
+
+from libc.string cimport memset
+from cython.parallel cimport prange
+from scipy.linalg.cython_blas cimport sgemm, dgemm
+
+ctypedef fused floating:
+    float
+    double
+
+cdef extern from "conv_threads.h":
+    int omp_get_max_threads() noexcept nogil
+    int omp_get_thread_num() noexcept nogil
+
+# Per-thread im2col workspace: a tile of cols this size stays in the core's L2 cache while the
+# GEMM reads it, and every temporary stays far below the 32 MB where malloc switches to mmap.
+cdef Py_ssize_t TILE_BYTES = 1 << 20
+# Small batches are cut into at least this many items so that every thread gets work.
+cdef int MIN_ITEMS = 8
+# backward_weight sums the batch in at most this many parallel chunks, using at most this memory.
+cdef int MAX_CHUNKS = 8
+cdef Py_ssize_t PARTIAL_BYTES = 16 << 20
+# Below this many multiply-adds a loop runs on one thread: waking a second thread costs more
+# (and on a busy machine a sleeping thread can stall the whole loop for a scheduler tick).
+cdef double SERIAL_WORK = 1 << 18
+# Reductions keep this many interleaved partial sums so the compiler can vectorise them without
+# reordering a floating-point sum (one AVX-512 register of floats).
+cdef enum:
+    LANES = 16
+
+
+# ------------------------------------------------------------------------- BLAS thread control
+ctypedef int (*blas_get_threads_t)() noexcept nogil
+ctypedef void (*blas_set_threads_t)(int) noexcept nogil
+cdef blas_get_threads_t _blas_get_threads = NULL
+cdef blas_set_threads_t _blas_set_threads = NULL
+
+
+def _find_blas_thread_control():
+    """Find the thread-count functions of the OpenBLAS behind ``scipy.linalg.cython_blas``.
+
+    ``dlsym`` on the handle of the ``cython_blas`` module searches that module and the libraries
+    it was linked with, so this finds the very BLAS our GEMM calls reach (SciPy's copy, not
+    NumPy's). Returns True if found.
+    """
+    global _blas_get_threads, _blas_set_threads
+    import ctypes
+    import scipy.linalg.cython_blas
+
+    lib = ctypes.CDLL(scipy.linalg.cython_blas.__file__)
+    for prefix in ("scipy_openblas", "openblas"):  # SciPy's wheels rename the symbols
+        try:
+            get = getattr(lib, prefix + "_get_num_threads")
+            set_ = getattr(lib, prefix + "_set_num_threads")
+        except AttributeError:
+            continue
+        _blas_get_threads = <blas_get_threads_t><size_t>ctypes.cast(get, ctypes.c_void_p).value
+        _blas_set_threads = <blas_set_threads_t><size_t>ctypes.cast(set_, ctypes.c_void_p).value
+        return True
+    return False
+
+
+_find_blas_thread_control()
+
+
+def blas_thread_control_found():
+    """True if GEMMs can run single-threaded inside the parallel loops (see module docstring)."""
+    return _blas_set_threads != NULL
+
+
+cdef int _threads_for(double work) noexcept nogil:
+    """OpenMP threads for a loop of ``work`` multiply-adds: 1 below SERIAL_WORK."""
+    return 1 if work < SERIAL_WORK else omp_get_max_threads()
+
+
+cdef int _begin_gemm_loop(double work, int *saved) noexcept nogil:
+    """Make BLAS single-threaded; return how many OpenMP threads the loop may use."""
+    saved[0] = 0
+    if _blas_set_threads == NULL:
+        return 1  # cannot stop BLAS from threading: run the loop serially instead
+    if _threads_for(work) == 1:
+        return 1  # a serial loop may keep a threaded BLAS
+    saved[0] = _blas_get_threads()
+    if saved[0] > 1:
+        _blas_set_threads(1)
+    return omp_get_max_threads()
+
+
+cdef void _end_gemm_loop(int saved) noexcept nogil:
+    if saved > 1:
+        _blas_set_threads(saved)
+
+
+cdef inline void _gemm(bint trans_a, bint trans_b, int M, int N, int K,
+                       const floating *A, int lda, const floating *B, int ldb,
+                       floating beta, floating *C, int ldc) noexcept nogil:
+    """Row-major C (M x N) = op(A) @ op(B) + beta*C through the Fortran (column-major) BLAS.
+
+    A row-major matrix read column-major is its transpose, so we ask BLAS for
+    Cᵀ = op(B)ᵀ op(A)ᵀ: swap the operands, keep each one's transpose flag.
+    """
+    cdef char ta = b'T' if trans_a else b'N'
+    cdef char tb = b'T' if trans_b else b'N'
+    cdef floating one = 1
+    if floating is float:
+        sgemm(&tb, &ta, &N, &M, &K, &one, <float *>B, &ldb, <float *>A, &lda, &beta, C, &ldc)
+    else:
+        dgemm(&tb, &ta, &N, &M, &K, &one, <double *>B, &ldb, <double *>A, &lda, &beta, C, &ldc)
+
+
+# ------------------------------------------------------------------------------ index helpers
+cdef inline int _cdiv(int a, int b) noexcept nogil:
+    return (a + b - 1) // b
+
+
+cdef struct Span:
+    int lo, hi
+
+
+cdef inline Span _valid_range(int n_out, int offset, int stride, int size) noexcept nogil:
+    """Outputs o in [lo, hi) whose input index o*stride + offset lies inside [0, size).
+
+    The other outputs read zero padding. Solving the two inequalities once per kernel tap keeps
+    every bounds test out of the inner loops.
+    """
+    cdef Span r
+    r.lo = 0
+    r.hi = 0
+    if offset < 0:
+        r.lo = _cdiv(-offset, stride)
+    if size - 1 - offset >= 0:
+        r.hi = (size - 1 - offset) // stride + 1
+    if r.hi > n_out:
+        r.hi = n_out
+    if r.lo > r.hi:
+        r.lo = r.hi
+    return r
+
+
+cdef int _rows_per_tile(int OH, int OW, Py_ssize_t column_bytes, int want_tiles) noexcept nogil:
+    """Output rows per tile: as many as fit TILE_BYTES of cols, split into >= want_tiles tiles.
+
+    The rows are then spread evenly over the tiles (32 rows in tiles of at most 14 become
+    11 + 11 + 10, not 14 + 14 + 4): a thin last tile would make a slow, thin GEMM.
+    """
+    cdef Py_ssize_t r = TILE_BYTES // (column_bytes * OW)
+    if r > _cdiv(OH, want_tiles):
+        r = _cdiv(OH, want_tiles)
+    if r < 1:
+        r = 1
+    return _cdiv(OH, _cdiv(OH, <int>r))
+
+
+cdef void _im2col_block(const floating *x, int H, int W, int KH, int KW,
+                        int sh, int sw, int ph, int pw, int dh, int dw,
+                        int OW, int oh0, int oh1, int c0, int c1,
+                        floating *cols, Py_ssize_t ld) noexcept nogil:
+    """Rows (c, kh, kw) for c in [c0, c1) and columns (oh, ow) for oh in [oh0, oh1) of cols.
+
+    x: one sample, (C, H, W). Row (c - c0)*KH*KW + kh*KW + kw of ``cols`` (leading dimension
+    ``ld``) receives x[c, oh*sh - ph + kh*dh, ow*sw - pw + kw*dw], or 0 where that is padding.
+    """
+    cdef int c, kh, kw, oh, ow, ow_lo, ow_hi
+    cdef Span rows, cols_
+    cdef floating *dst
+    cdef const floating *src
+    for c in range(c0, c1):
+        for kh in range(KH):
+            rows = _valid_range(oh1, kh * dh - ph, sh, H)
+            for kw in range(KW):
+                cols_ = _valid_range(OW, kw * dw - pw, sw, W)
+                ow_lo, ow_hi = cols_.lo, cols_.hi
+                dst = cols + ((c - c0) * KH * KW + kh * KW + kw) * ld
+                for oh in range(oh0, oh1):
+                    if oh < rows.lo or oh >= rows.hi:  # the whole row reads padding
+                        memset(dst, 0, OW * sizeof(floating))
+                    else:
+                        # src[ow*sw] = x[c, ih, ow*sw - pw + kw*dw]; only ow in [ow_lo, ow_hi) is read
+                        src = x + (<Py_ssize_t>c * H + oh * sh - ph + kh * dh) * W + kw * dw - pw
+                        for ow in range(ow_lo):
+                            dst[ow] = 0
+                        if sw == 1:  # contiguous copy: the compiler turns it into vector moves
+                            for ow in range(ow_lo, ow_hi):
+                                dst[ow] = src[ow]
+                        else:
+                            for ow in range(ow_lo, ow_hi):
+                                dst[ow] = src[ow * sw]
+                        for ow in range(ow_hi, OW):
+                            dst[ow] = 0
+                    dst += OW
+
+
+cdef void _col2im_block(const floating *cols, Py_ssize_t ld, int H, int W, int KH, int KW,
+                        int sh, int sw, int ph, int pw, int dh, int dw,
+                        int OW, int oh0, int oh1, int c0, int c1, floating *x) noexcept nogil:
+    """The adjoint of :func:`_im2col_block`: x[c, ih, iw] += every cols entry copied from it.
+
+    Writes only the planes x[c0:c1] of one sample, which is what makes a work item (n, channel
+    block) race-free: no other item adds into those planes. Entries that came from padding are
+    dropped (their gradient goes nowhere).
+    """
+    cdef int c, kh, kw, oh, ow, oh_lo, ow_lo, ow_hi
+    cdef Span rows, cols_
+    cdef const floating *src
+    cdef floating *dst
+    for c in range(c0, c1):
+        for kh in range(KH):
+            rows = _valid_range(oh1, kh * dh - ph, sh, H)
+            oh_lo = max(rows.lo, oh0)
+            for kw in range(KW):
+                cols_ = _valid_range(OW, kw * dw - pw, sw, W)
+                ow_lo, ow_hi = cols_.lo, cols_.hi
+                src = cols + ((c - c0) * KH * KW + kh * KW + kw) * ld + (oh_lo - oh0) * OW
+                for oh in range(oh_lo, rows.hi):
+                    dst = x + (<Py_ssize_t>c * H + oh * sh - ph + kh * dh) * W + kw * dw - pw
+                    if sw == 1:
+                        for ow in range(ow_lo, ow_hi):
+                            dst[ow] += src[ow]
+                    else:
+                        for ow in range(ow_lo, ow_hi):
+                            dst[ow * sw] += src[ow]
+                    src += OW
+
+
+cdef inline bint _is_pointwise(int KH, int KW, int sh, int sw, int ph, int pw,
+                               int H, int W, int OH, int OW) noexcept nogil:
+    """A 1x1 stride-1 unpadded conv: cols(x) is x itself, viewed as (C, H*W)."""
+    return KH == 1 and KW == 1 and sh == 1 and sw == 1 and ph == 0 and pw == 0 \
+        and OH == H and OW == W
+
+
+# ------------------------------------------------------------------------ public: im2col/col2im
+def im2col(x, kernel_size, stride, padding, dilation):
+    """Unfold the receptive fields of ``x`` into columns.
+
+    Parameters
+    ----------
+    x : ndarray, (N, C, H, W), float32 or float64, C-contiguous
+    kernel_size, stride, padding, dilation : (int, int)
+
+    Returns
+    -------
+    cols : ndarray, (N, C*KH*KW, OH*OW)
+        ``cols[n, (c*KH + kh)*KW + kw, oh*OW + ow] = x_padded[n, c, oh*sh + kh*dh, ow*sw + kw*dw]``.
+
+    Notes
+    -----
+    OH = ⌊(H + 2·ph − dh·(KH−1) − 1)/sh⌋ + 1, likewise OW. Parallel over (n, c): each item fills
+    the KH*KW rows of one channel of one sample.
+    """
+    N, C, H, W = x.shape
+    KH, KW = kernel_size
+    OH = (H + 2 * padding[0] - dilation[0] * (KH - 1) - 1) // stride[0] + 1
+    OW = (W + 2 * padding[1] - dilation[1] * (KW - 1) - 1) // stride[1] + 1
+    cols = np.empty((N, C * KH * KW, OH * OW), dtype=x.dtype)
+    _im2col(x, cols, KH, KW, *stride, *padding, *dilation, OH, OW)
+    return cols
+
+
+def _im2col(const floating[:, :, :, ::1] x, floating[:, :, ::1] cols, int KH, int KW,
+            int sh, int sw, int ph, int pw, int dh, int dw, int OH, int OW):
+    cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef int i, n, c
+    with nogil:
+        for i in prange(N * C, schedule="static",
+                        num_threads=_threads_for(<double>N * C * KH * KW * OH * OW)):
+            n = i // C
+            c = i % C
+            _im2col_block(&x[n, 0, 0, 0], H, W, KH, KW, sh, sw, ph, pw, dh, dw,
+                          OW, 0, OH, c, c + 1, &cols[n, c * KH * KW, 0], OH * OW)
+
+
+def col2im(cols, x_shape, kernel_size, stride, padding, dilation):
+    """Fold columns back onto the image, adding overlaps: the adjoint of :func:`im2col`.
+
+    Parameters
+    ----------
+    cols : ndarray, (N, C*KH*KW, OH*OW)
+    x_shape : (N, C, H, W)
+    kernel_size, stride, padding, dilation : (int, int)
+
+    Returns
+    -------
+    x : ndarray, (N, C, H, W)
+        ``x[n, c, ih, iw] = Σ cols[n, (c, kh, kw), (oh, ow)]`` over all taps that read (ih, iw).
+
+    Notes
+    -----
+    ⟨im2col(x), cols⟩ = ⟨x, col2im(cols)⟩. Parallel over (n, c): each item owns one input plane,
+    so no two threads ever add into the same pixel.
+    """
+    N, C, H, W = x_shape
+    KH, KW = kernel_size
+    OH = (H + 2 * padding[0] - dilation[0] * (KH - 1) - 1) // stride[0] + 1
+    OW = (W + 2 * padding[1] - dilation[1] * (KW - 1) - 1) // stride[1] + 1
+    x = np.zeros((N, C, H, W), dtype=cols.dtype)
+    _col2im(cols, x, KH, KW, *stride, *padding, *dilation, OH, OW)
+    return x
+
+
+def _col2im(const floating[:, :, ::1] cols, floating[:, :, :, ::1] x, int KH, int KW,
+            int sh, int sw, int ph, int pw, int dh, int dw, int OH, int OW):
+    cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef int i, n, c
+    with nogil:
+        for i in prange(N * C, schedule="static",
+                        num_threads=_threads_for(<double>N * C * KH * KW * OH * OW)):
+            n = i // C
+            c = i % C
+            _col2im_block(&cols[n, c * KH * KW, 0], OH * OW, H, W, KH, KW, sh, sw, ph, pw,
+                          dh, dw, OW, 0, OH, c, c + 1, &x[n, 0, 0, 0])
+
+
+def _bias_or_empty(b, dtype):
+    """The kernels take the bias as an array; "no bias" is an empty one."""
+    return np.empty(0, dtype=dtype) if b is None else b
+
+
+def _is_depthwise(C, C_out, groups):
+    """groups == C_in == C_out: every output channel sees exactly one input channel."""
+    return groups == C == C_out and groups > 1
+
+
+# --------------------------------------------------------------------------- public: conv2d
+def conv2d_forward(x, w, b, stride, padding, dilation, groups):
+    """Cross-correlation y = w ⋆ x + b, the forward pass of ``conv2d``.
+
+    Parameters
+    ----------
+    x : ndarray, (N, C, H, W), float32 or float64, C-contiguous
+    w : ndarray, (C_out, C/groups, KH, KW), same dtype
+    b : ndarray, (C_out,), or None
+    stride, padding, dilation : (int, int)
+    groups : int
+
+    Returns
+    -------
+    y : ndarray, (N, C_out, OH, OW)
+
+    Notes
+    -----
+    y[n, o, i, j] = b[o] + Σ_{c∈group(o), kh, kw} w[o, c, kh, kw] · x_pad[n, c, i·sh + kh·dh,
+    j·sw + kw·dw], OH = ⌊(H + 2·ph − dh·(KH−1) − 1)/sh⌋ + 1 (likewise OW). Computed as
+    y[n, g, :, rows] = w[g] (C_out/G, C/G·KH·KW) @ cols(n, rows)[g], one GEMM per group and tile.
+    """
+    N, C, H, W = x.shape
+    C_out, _, KH, KW = w.shape
+    OH = (H + 2 * padding[0] - dilation[0] * (KH - 1) - 1) // stride[0] + 1
+    OW = (W + 2 * padding[1] - dilation[1] * (KW - 1) - 1) // stride[1] + 1
+    y = np.empty((N, C_out, OH, OW), dtype=x.dtype)
+    bias = _bias_or_empty(b, x.dtype)
+    if _is_depthwise(C, C_out, groups):
+        _depthwise_forward(x, w, bias, y, *stride, *padding, *dilation)
+    else:
+        _forward(x, w, bias, y, *stride, *padding, *dilation, groups)
+    return y
+
+
+def conv2d_backward_input(dy, w, x_shape, stride, padding, dilation, groups):
+    """Gradient of ``conv2d`` with respect to its input: dx = col2im(wᵀ dy).
+
+    Parameters
+    ----------
+    dy : ndarray, (N, C_out, OH, OW)
+    w : ndarray, (C_out, C/groups, KH, KW)
+    x_shape : (N, C, H, W)
+        The input's shape. OH, OW are taken from ``dy``; input rows/columns that no output
+        reads get a zero gradient (this happens for a transposed conv with output_padding).
+    stride, padding, dilation : (int, int)
+    groups : int
+
+    Returns
+    -------
+    dx : ndarray, x_shape
+
+    Notes
+    -----
+    dx[n, c, ih, iw] = Σ w[o, c, kh, kw] · dy[n, o, oh, ow] over all (o, kh, kw, oh, ow) with
+    oh·sh − ph + kh·dh = ih and ow·sw − pw + kw·dw = iw. This IS the transposed convolution
+    (:func:`conv_transpose2d_forward` calls the same code).
+    """
+    return _conv2d_backward_input(dy, w, None, x_shape, stride, padding, dilation, groups)
+
+
+def _conv2d_backward_input(dy, w, b, x_shape, stride, padding, dilation, groups):
+    """dx = col2im(wᵀ dy), each dx plane starting from b[c] (the transposed conv's bias) or 0."""
+    dx = np.empty(x_shape, dtype=dy.dtype)
+    bias = _bias_or_empty(b, dy.dtype)
+    if _is_depthwise(x_shape[1], dy.shape[1], groups):
+        _depthwise_backward_input(dy, w, bias, dx, *stride, *padding, *dilation)
+    else:
+        _backward_input(dy, w, bias, dx, *stride, *padding, *dilation, groups)
+    return dx
+
+
+def conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups):
+    """Gradient of ``conv2d`` with respect to its weight: dw = Σ_n dy[n] cols(x[n])ᵀ.
+
+    Parameters
+    ----------
+    dy : ndarray, (N, C_out, OH, OW)
+    x : ndarray, (N, C, H, W)
+    w_shape : (C_out, C/groups, KH, KW)
+    stride, padding, dilation : (int, int)
+    groups : int
+
+    Returns
+    -------
+    dw : ndarray, w_shape
+
+    Notes
+    -----
+    dw[o, c, kh, kw] = Σ_{n, oh, ow} dy[n, o, oh, ow] · x_pad[n, g·C/G + c, oh·sh + kh·dh,
+    ow·sw + kw·dw]. The sum over the batch runs in fixed chunks added in a fixed order, so the
+    result does not depend on the thread count.
+    """
+    dw = np.empty(w_shape, dtype=dy.dtype)
+    if _is_depthwise(x.shape[1], dy.shape[1], groups):
+        _depthwise_backward_weight(dy, x, dw, *stride, *padding, *dilation)
+    else:
+        _backward_weight(dy, x, dw, *stride, *padding, *dilation, groups)
+    return dw
+
+
+def conv_transpose2d_forward(x, w, b, stride, padding, output_padding, dilation, groups):
+    """Transposed convolution: the gradient of a conv with respect to its input, used forwards.
+
+    Parameters
+    ----------
+    x : ndarray, (N, C_in, H, W)
+    w : ndarray, (C_in, C_out/groups, KH, KW)
+        Exactly the weight of the conv (C_out_conv = C_in, C_in_conv = C_out) whose input
+        gradient this is.
+    b : ndarray, (C_out,), or None
+    stride, padding, output_padding, dilation : (int, int)
+    groups : int
+
+    Returns
+    -------
+    y : ndarray, (N, C_out, OH, OW)
+
+    Notes
+    -----
+    OH = (H − 1)·sh − 2·ph + dh·(KH − 1) + oph + 1 (likewise OW);
+    y = conv2d_backward_input(x, w) + b.
+    """
+    N, _, H, W = x.shape
+    _, C_out_per_group, KH, KW = w.shape
+    OH = (H - 1) * stride[0] - 2 * padding[0] + dilation[0] * (KH - 1) + output_padding[0] + 1
+    OW = (W - 1) * stride[1] - 2 * padding[1] + dilation[1] * (KW - 1) + output_padding[1] + 1
+    return _conv2d_backward_input(x, w, b, (N, C_out_per_group * groups, OH, OW), stride,
+                                  padding, dilation, groups)
+
+
+def conv2d_backward_bias(dy):
+    """Gradient of ``conv2d`` (or ``conv_transpose2d``) with respect to its bias.
+
+    Parameters
+    ----------
+    dy : ndarray, (N, C_out, OH, OW)
+
+    Returns
+    -------
+    db : ndarray, (C_out,)
+
+    Notes
+    -----
+    db[o] = Σ_{n, oh, ow} dy[n, o, oh, ow]: the bias is added at every output pixel. Parallel
+    over channels; each plane is summed in LANES interleaved float64 partial sums (a fixed
+    order, so any thread count gives the same bits).
+    """
+    db = np.empty(dy.shape[1], dtype=dy.dtype)
+    _backward_bias(dy, db)
+    return db
+
+
+def _backward_bias(const floating[:, :, :, ::1] dy, floating[::1] db):
+    cdef int N = dy.shape[0], C = dy.shape[1], n, c
+    cdef Py_ssize_t plane = <Py_ssize_t>dy.shape[2] * dy.shape[3]
+    cdef double s
+    with nogil:
+        for c in prange(C, schedule="static", num_threads=_threads_for(<double>N * C * plane)):
+            s = 0
+            for n in range(N):
+                s = s + _sum(&dy[n, c, 0, 0], plane)
+            db[c] = <floating>s
+
+
+cdef double _sum(const floating *p, Py_ssize_t n) noexcept nogil:
+    """Σ p[0:n] in LANES interleaved float64 partial sums, added in order at the end."""
+    cdef double acc[LANES]
+    cdef Py_ssize_t j, block, full = n - n % LANES
+    cdef int l
+    cdef double s = 0
+    for l in range(LANES):
+        acc[l] = 0
+    for block in range(full // LANES):
+        for l in range(LANES):
+            acc[l] += p[block * LANES + l]
+    for j in range(full, n):
+        acc[j - full] += p[j]
+    for l in range(LANES):
+        s += acc[l]
+    return s
+
+
+# ----------------------------------------------------------------- im2col + GEMM implementations
+def _forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
+             const floating[::1] b, floating[:, :, :, ::1] y,
+             int sh, int sw, int ph, int pw, int dh, int dw, int groups):
+    dtype = np.float32 if floating is float else np.float64
+    cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef int C_out = w.shape[0], KH = w.shape[2], KW = w.shape[3]
+    cdef int OH = y.shape[2], OW = y.shape[3]
+    cdef int Cog = C_out // groups           # output channels per group
+    cdef int KG = w.shape[1] * KH * KW       # rows of cols per group = columns of w[g]
+    cdef Py_ssize_t plane = <Py_ssize_t>OH * OW
+    cdef bint pointwise = _is_pointwise(KH, KW, sh, sw, ph, pw, H, W, OH, OW)
+    # item = (sample, block of `rows` output rows); small batches get several blocks per sample
+    cdef int rows = _rows_per_tile(OH, OW, C * KH * KW * sizeof(floating), _cdiv(MIN_ITEMS, N))
+    cdef int tiles = _cdiv(OH, rows)
+    cdef floating[:, ::1] ws = np.empty(
+        (omp_get_max_threads(), 1 if pointwise else C * KH * KW * rows * OW), dtype=dtype)
+    cdef floating beta = 1 if b.shape[0] > 0 else 0
+    cdef int item, n, g, o, oh0, L, ld, saved, threads
+    cdef Py_ssize_t j
+    cdef const floating *cols
+    cdef floating *buf
+    cdef floating *yt
+    threads = _begin_gemm_loop(<double>N * C_out * KG * plane, &saved)
+    with nogil:
+        for item in prange(N * tiles, schedule="dynamic", num_threads=threads):
+            n = item // tiles
+            oh0 = (item % tiles) * rows
+            L = min(rows, OH - oh0) * OW
+            if pointwise:  # cols(x[n]) is x[n] itself, a (C, H*W) matrix
+                cols = &x[n, 0, oh0, 0]
+                ld = H * W
+            else:
+                buf = &ws[omp_get_thread_num(), 0]
+                _im2col_block(&x[n, 0, 0, 0], H, W, KH, KW, sh, sw, ph, pw, dh, dw,
+                              OW, oh0, oh0 + L // OW, 0, C, buf, L)
+                cols = buf
+                ld = L
+            if beta != 0:  # start from the bias; the GEMM (beta = 1) adds w @ cols onto it
+                for o in range(C_out):
+                    yt = &y[n, o, oh0, 0]
+                    for j in range(L):
+                        yt[j] = b[o]
+            for g in range(groups):
+                _gemm(False, False, Cog, L, KG, &w[g * Cog, 0, 0, 0], KG,
+                      cols + <Py_ssize_t>g * KG * ld, ld, beta, &y[n, g * Cog, oh0, 0], plane)
+    _end_gemm_loop(saved)
+
+
+def _backward_input(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] w,
+                    const floating[::1] b, floating[:, :, :, ::1] dx,
+                    int sh, int sw, int ph, int pw, int dh, int dw, int groups):
+    dtype = np.float32 if floating is float else np.float64
+    cdef int N = dy.shape[0], C_out = dy.shape[1], OH = dy.shape[2], OW = dy.shape[3]
+    cdef int C = dx.shape[1], H = dx.shape[2], W = dx.shape[3]
+    cdef int Cg = w.shape[1], KH = w.shape[2], KW = w.shape[3]
+    cdef int KK = KH * KW, KG = Cg * KK, Cog = C_out // groups
+    cdef Py_ssize_t plane = <Py_ssize_t>OH * OW, in_plane = <Py_ssize_t>H * W
+    cdef bint pointwise = _is_pointwise(KH, KW, sh, sw, ph, pw, H, W, OH, OW)
+    # item = (sample, group, block of cb input channels): it owns the planes dx[n, c0:c1]
+    cdef int blocks = min(Cg, _cdiv(MIN_ITEMS, N * groups))
+    cdef int cb = _cdiv(Cg, blocks)
+    blocks = _cdiv(Cg, cb)
+    cdef int rows = _rows_per_tile(OH, OW, cb * KK * sizeof(floating), 1)
+    cdef int tiles = _cdiv(OH, rows)
+    cdef floating[:, ::1] ws = np.empty(
+        (omp_get_max_threads(), 1 if pointwise else cb * KK * rows * OW), dtype=dtype)
+    cdef int item, n, g, c, c0, c1, t, oh0, L, saved, threads
+    cdef Py_ssize_t j
+    cdef floating fill
+    cdef floating *dxp
+    cdef floating *buf
+    threads = _begin_gemm_loop(<double>N * C * KK * Cog * plane, &saved)
+    with nogil:
+        for item in prange(N * groups * blocks, schedule="dynamic", num_threads=threads):
+            n = item // (groups * blocks)
+            g = (item // blocks) % groups
+            c0 = g * Cg + (item % blocks) * cb
+            c1 = min(c0 + cb, (g + 1) * Cg)
+            for c in range(c0, c1):  # each owned plane starts from the bias (or 0); col2im adds
+                fill = b[c] if b.shape[0] > 0 else 0
+                dxp = &dx[n, c, 0, 0]
+                for j in range(in_plane):
+                    dxp[j] = fill
+            buf = &ws[omp_get_thread_num(), 0]
+            for t in range(tiles):  # blocks of output rows, in order: col2im adds into dx
+                oh0 = t * rows
+                L = min(rows, OH - oh0) * OW
+                # w[g][:, block]ᵀ (block rows of cols, Cog) @ dy[n, g] (Cog, L)
+                if pointwise:  # col2im is the identity: write straight into dx
+                    _gemm(True, False, c1 - c0, L, Cog, &w[g * Cog, c0 - g * Cg, 0, 0], KG,
+                          &dy[n, g * Cog, oh0, 0], plane, 1, &dx[n, c0, oh0, 0], in_plane)
+                else:
+                    _gemm(True, False, (c1 - c0) * KK, L, Cog, &w[g * Cog, c0 - g * Cg, 0, 0],
+                          KG, &dy[n, g * Cog, oh0, 0], plane, 0, buf, L)
+                    _col2im_block(buf, L, H, W, KH, KW, sh, sw, ph, pw, dh, dw,
+                                  OW, oh0, oh0 + L // OW, c0, c1, &dx[n, 0, 0, 0])
+    _end_gemm_loop(saved)
+
+
+def _backward_weight(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] x,
+                     floating[:, :, :, ::1] dw_out,
+                     int sh, int sw, int ph, int pw, int dh, int dw, int groups):
+    dtype = np.float32 if floating is float else np.float64
+    cdef int N = dy.shape[0], C_out = dy.shape[1], OH = dy.shape[2], OW = dy.shape[3]
+    cdef int H = x.shape[2], W = x.shape[3]
+    cdef int Cg = dw_out.shape[1], KH = dw_out.shape[2], KW = dw_out.shape[3]
+    cdef int KK = KH * KW, KG = Cg * KK, Cog = C_out // groups
+    cdef Py_ssize_t plane = <Py_ssize_t>OH * OW, in_plane = <Py_ssize_t>H * W
+    cdef Py_ssize_t size = <Py_ssize_t>C_out * KG
+    cdef bint pointwise = _is_pointwise(KH, KW, sh, sw, ph, pw, H, W, OH, OW)
+    # The batch is a list of `total` tiles (sample, block of rows). It is cut into `chunks`
+    # contiguous runs; each run sums into its own partial dw, and the partials are added in
+    # chunk order at the end, so the rounding never depends on which thread did what.
+    cdef int rows = _rows_per_tile(OH, OW, KG * sizeof(floating), 1)
+    cdef int tiles = _cdiv(OH, rows)
+    cdef Py_ssize_t total = <Py_ssize_t>N * tiles
+    cdef Py_ssize_t chunks = min(total, MAX_CHUNKS,
+                                 max(1, PARTIAL_BYTES // (size * <Py_ssize_t>sizeof(floating))))
+    # ... and each chunk's dw is split by input-channel blocks (only their cols rows are built)
+    cdef int blocks = min(Cg, _cdiv(MIN_ITEMS, chunks * groups))
+    cdef int cb = _cdiv(Cg, blocks)
+    blocks = _cdiv(Cg, cb)
+    # Partials hold dw transposed, per group (KG, Cog): BLAS runs the product faster with the
+    # long cols rows as its first operand (measured), and the final sum transposes for free.
+    cdef floating[:, :, :, ::1] partial = np.empty((chunks, groups, KG, Cog), dtype=dtype)
+    cdef floating[:, ::1] ws = np.empty(
+        (omp_get_max_threads(), 1 if pointwise else cb * KK * rows * OW), dtype=dtype)
+    cdef floating *dwp = &dw_out[0, 0, 0, 0]
+    cdef int item, chunk, n, g, o, r, c0, c1, oh0, L, ld, saved, threads
+    cdef Py_ssize_t t, t0, t1, e, k
+    cdef floating s
+    cdef const floating *cols
+    cdef floating *buf
+    threads = _begin_gemm_loop(<double>N * C_out * KG * plane, &saved)
+    with nogil:
+        for item in prange(chunks * groups * blocks, schedule="dynamic", num_threads=threads):
+            chunk = item // (groups * blocks)
+            g = (item // blocks) % groups
+            c0 = g * Cg + (item % blocks) * cb
+            c1 = min(c0 + cb, (g + 1) * Cg)
+            t0 = chunk * total // chunks
+            t1 = (chunk + 1) * total // chunks
+            buf = &ws[omp_get_thread_num(), 0]
+            for t in range(t0, t1):
+                n = t // tiles
+                oh0 = (t % tiles) * rows
+                L = min(rows, OH - oh0) * OW
+                if pointwise:
+                    cols = &x[n, c0, oh0, 0]
+                    ld = <int>in_plane
+                else:
+                    _im2col_block(&x[n, 0, 0, 0], H, W, KH, KW, sh, sw, ph, pw, dh, dw,
+                                  OW, oh0, oh0 + L // OW, c0, c1, buf, L)
+                    cols = buf
+                    ld = L
+                # partial[chunk, g][block rows] (+)= cols(block) (rows, L) @ dy[n, g]ᵀ (L, Cog)
+                _gemm(False, True, (c1 - c0) * KK, Cog, L, cols, ld,
+                      &dy[n, g * Cog, oh0, 0], plane, 0 if t == t0 else 1,
+                      &partial[chunk, g, (c0 - g * Cg) * KK, 0], Cog)
+    _end_gemm_loop(saved)
+    with nogil:  # dw[g*Cog + o, r] = Σ_chunk partial[chunk, g, r, o], chunks in order
+        for e in prange(size, schedule="static", num_threads=_threads_for(<double>size * chunks)):
+            g = e // (Cog * KG)
+            o = (e // KG) % Cog
+            r = e % KG
+            s = partial[0, g, r, o]
+            for k in range(1, chunks):
+                s = s + partial[k, g, r, o]
+            dwp[e] = s
+
+
+# ---------------------------------------------------------------------------- depthwise: direct
+# groups == C_in == C_out: output channel c sees input channel c only, through a KH x KW stencil.
+# As GEMMs this would be C products with one row each, so direct loops win. Every work item owns
+# whole planes, and each prange body calls one plane-level helper, so no two threads share data.
+#
+# Stride 1 (the common case) uses "wide rows": copy the plane into a zero-padded buffer of width
+# Wp; then, for every tap, out_wide[j] += w[tap] * padded[j + offset(tap)] is ONE long vector loop
+# over all OH*Wp positions. The last Wp - OW columns of each wide row are junk and dropped. The
+# strided case walks the valid part of each output row instead (short loops, but no junk).
+
+
+cdef void _pad_plane(const floating *src, int H, int W, int top, int left,
+                     floating *dst, int Hp, int Wp, Py_ssize_t size) noexcept nogil:
+    """dst[0:size] = zeros, then src (H, W) placed at (top, left) of dst seen as (Hp, Wp).
+
+    Negative ``top``/``left`` and parts beyond Hp x Wp crop src instead of padding it.
+    """
+    cdef int i, j, j_lo, j_hi
+    _fill(dst, size, 0)
+    j_lo = max(0, -left)
+    j_hi = min(W, Wp - left)
+    for i in range(max(0, -top), min(H, Hp - top)):
+        for j in range(j_lo, j_hi):
+            dst[<Py_ssize_t>(i + top) * Wp + j + left] = src[<Py_ssize_t>i * W + j]
+
+
+cdef void _depthwise_plane_s1(const floating *src, int Hs, int Ws, int top, int left,
+                              const floating *w, bint flip, int KH, int KW, int dh, int dw,
+                              floating fill, floating *out, int OH, int OW,
+                              floating *padded, floating *wide) noexcept nogil:
+    """out (OH, OW) = fill + Σ_taps w[tap] · src_padded[oh + kh*dh, ow + kw*dw] (stride 1).
+
+    src (Hs, Ws) is placed at (top, left) of a zero buffer of (OH + dh(KH-1)) x (OW + dw(KW-1)).
+    ``flip`` reads the kernel rotated by 180°: the input gradient is this correlation of dy with
+    the flipped kernel (the transposed conv's "fancy padding" view, stride 1).
+    """
+    cdef int Hp = OH + dh * (KH - 1), Wp = OW + dw * (KW - 1)
+    cdef Py_ssize_t j, L = <Py_ssize_t>OH * Wp, off
+    cdef int kh, kw, oh, ow
+    cdef floating wv
+    # dw*(KW-1) extra zeros: the junk columns of the last wide row read past the plane
+    _pad_plane(src, Hs, Ws, top, left, padded, Hp, Wp, <Py_ssize_t>Hp * Wp + dw * (KW - 1))
+    _fill(wide, L, 0)
+    for kh in range(KH):
+        for kw in range(KW):
+            wv = w[(KH - 1 - kh) * KW + KW - 1 - kw] if flip else w[kh * KW + kw]
+            off = <Py_ssize_t>kh * dh * Wp + kw * dw
+            for j in range(L):
+                wide[j] = wide[j] + wv * padded[j + off]
+    for oh in range(OH):
+        for ow in range(OW):
+            out[oh * OW + ow] = fill + wide[<Py_ssize_t>oh * Wp + ow]
+
+
+cdef void _depthwise_plane_s1_weight(const floating *dy, int OH, int OW,
+                                     const floating *x, int H, int W, int ph, int pw,
+                                     int KH, int KW, int dh, int dw, floating *acc,
+                                     floating *padded, floating *wide) noexcept nogil:
+    """acc[tap, lane] += the products dy · x_padded of one plane pair, stride 1.
+
+    dw[tap] = Σ_{oh, ow} dy[oh, ow] · x_padded[oh + kh*dh, ow + kw*dw] is a dot product of the
+    wide dy (junk columns set to 0) with the padded x shifted by the tap. It is summed in LANES
+    interleaved partial sums so the loop vectorises; the caller adds the lanes in order.
+    """
+    cdef int Hp = H + 2 * ph, Wp = W + 2 * pw
+    cdef Py_ssize_t L = _cdiv(OH * Wp, LANES) * LANES, j, block, off
+    cdef int kh, kw, l
+    cdef floating part[LANES]  # a local array: the compiler knows no store to it changes the inputs
+    _pad_plane(x, H, W, ph, pw, padded, Hp, Wp, <Py_ssize_t>Hp * Wp + dw * (KW - 1) + LANES)
+    _pad_plane(dy, OH, OW, 0, 0, wide, OH, Wp, L)
+    for kh in range(KH):
+        for kw in range(KW):
+            off = <Py_ssize_t>kh * dh * Wp + kw * dw
+            for l in range(LANES):
+                part[l] = acc[(kh * KW + kw) * LANES + l]
+            for block in range(L // LANES):
+                j = block * LANES
+                for l in range(LANES):
+                    part[l] = part[l] + wide[j + l] * padded[j + l + off]
+            for l in range(LANES):
+                acc[(kh * KW + kw) * LANES + l] = part[l]
+
+
+cdef void _depthwise_plane_forward(const floating *x, const floating *w, floating *y,
+                                   int H, int W, int KH, int KW, int OH, int OW,
+                                   int sh, int sw, int ph, int pw, int dh, int dw) noexcept nogil:
+    """y (OH, OW) += Σ_{kh, kw} w[kh, kw] · x(H, W) shifted by the tap (any stride)."""
+    cdef int kh, kw, oh, ow
+    cdef Span rows, cols
+    cdef floating wv
+    cdef const floating *src
+    cdef floating *dst
+    for kh in range(KH):
+        rows = _valid_range(OH, kh * dh - ph, sh, H)
+        for kw in range(KW):
+            cols = _valid_range(OW, kw * dw - pw, sw, W)
+            wv = w[kh * KW + kw]
+            for oh in range(rows.lo, rows.hi):
+                src = x + (oh * sh - ph + kh * dh) * W + kw * dw - pw
+                dst = y + oh * OW
+                for ow in range(cols.lo, cols.hi):
+                    dst[ow] = dst[ow] + wv * src[ow * sw]
+
+
+cdef void _depthwise_plane_backward_input(const floating *dy, const floating *w, floating *dx,
+                                          int H, int W, int KH, int KW, int OH, int OW,
+                                          int sh, int sw, int ph, int pw, int dh,
+                                          int dw) noexcept nogil:
+    """dx (H, W) += every dy (OH, OW) pixel times each tap, scattered where that tap read."""
+    cdef int kh, kw, oh, ow
+    cdef Span rows, cols
+    cdef floating wv
+    cdef const floating *src
+    cdef floating *dst
+    for kh in range(KH):
+        rows = _valid_range(OH, kh * dh - ph, sh, H)
+        for kw in range(KW):
+            cols = _valid_range(OW, kw * dw - pw, sw, W)
+            wv = w[kh * KW + kw]
+            for oh in range(rows.lo, rows.hi):
+                src = dy + oh * OW
+                dst = dx + (oh * sh - ph + kh * dh) * W + kw * dw - pw
+                for ow in range(cols.lo, cols.hi):
+                    dst[ow * sw] = dst[ow * sw] + wv * src[ow]
+
+
+cdef void _depthwise_plane_backward_weight(const floating *dy, const floating *x, floating *acc,
+                                           int H, int W, int KH, int KW, int OH, int OW,
+                                           int sh, int sw, int ph, int pw, int dh,
+                                          int dw) noexcept nogil:
+    """acc[tap, ow] += Σ_oh dy[oh, ow] · x[ih, iw] (any stride): one partial sum per column."""
+    cdef int kh, kw, oh, ow
+    cdef Span rows, cols
+    cdef floating *a
+    cdef const floating *g
+    cdef const floating *src
+    for kh in range(KH):
+        rows = _valid_range(OH, kh * dh - ph, sh, H)
+        for kw in range(KW):
+            cols = _valid_range(OW, kw * dw - pw, sw, W)
+            a = acc + (kh * KW + kw) * OW
+            for oh in range(rows.lo, rows.hi):
+                g = dy + oh * OW
+                src = x + (oh * sh - ph + kh * dh) * W + kw * dw - pw
+                for ow in range(cols.lo, cols.hi):
+                    a[ow] = a[ow] + g[ow] * src[ow * sw]
+
+
+cdef inline void _fill(floating *p, Py_ssize_t n, floating value) noexcept nogil:
+    cdef Py_ssize_t j
+    for j in range(n):
+        p[j] = value
+
+
+def _depthwise_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
+                       const floating[::1] b, floating[:, :, :, ::1] y,
+                       int sh, int sw, int ph, int pw, int dh, int dw):
+    """y[n, c] = b[c] + w[c] ⋆ x[n, c]; one (n, c) plane per item."""
+    dtype = np.float32 if floating is float else np.float64
+    cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef int KH = w.shape[2], KW = w.shape[3], OH = y.shape[2], OW = y.shape[3]
+    cdef bint unit = sh == 1 and sw == 1
+    cdef Py_ssize_t Hp = H + 2 * ph, Wp = W + 2 * pw
+    # per thread: the padded plane (+ slack read by the junk columns) and the wide output
+    cdef floating[:, ::1] ws = np.empty((omp_get_max_threads(),
+                                         Hp * Wp + dw * KW + OH * Wp if unit else 1),
+                                        dtype=dtype)
+    cdef int item, n, c
+    cdef floating *buf
+    with nogil:
+        for item in prange(N * C, schedule="static",
+                           num_threads=_threads_for(<double>N * C * KH * KW * OH * OW)):
+            n = item // C
+            c = item % C
+            if unit:
+                buf = &ws[omp_get_thread_num(), 0]
+                _depthwise_plane_s1(&x[n, c, 0, 0], H, W, ph, pw, &w[c, 0, 0, 0], False,
+                                    KH, KW, dh, dw, b[c] if b.shape[0] > 0 else 0,
+                                    &y[n, c, 0, 0], OH, OW, buf, buf + Hp * Wp + dw * KW)
+            else:
+                _fill(&y[n, c, 0, 0], <Py_ssize_t>OH * OW, b[c] if b.shape[0] > 0 else 0)
+                _depthwise_plane_forward(&x[n, c, 0, 0], &w[c, 0, 0, 0], &y[n, c, 0, 0],
+                                         H, W, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw)
+
+
+def _depthwise_backward_input(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] w,
+                              const floating[::1] b, floating[:, :, :, ::1] dx,
+                              int sh, int sw, int ph, int pw, int dh, int dw):
+    """dx[n, c] = b[c] + (dy[n, c] scattered through w[c]); the item owns the plane dx[n, c]."""
+    dtype = np.float32 if floating is float else np.float64
+    cdef int N = dy.shape[0], C = dy.shape[1], OH = dy.shape[2], OW = dy.shape[3]
+    cdef int H = dx.shape[2], W = dx.shape[3], KH = w.shape[2], KW = w.shape[3]
+    cdef bint unit = sh == 1 and sw == 1
+    cdef Py_ssize_t Hp = H + dh * (KH - 1), Wp = W + dw * (KW - 1)
+    cdef floating[:, ::1] ws = np.empty((omp_get_max_threads(),
+                                         Hp * Wp + dw * KW + H * Wp if unit else 1),
+                                        dtype=dtype)
+    cdef int item, n, c
+    cdef floating *buf
+    with nogil:
+        for item in prange(N * C, schedule="static",
+                           num_threads=_threads_for(<double>N * C * KH * KW * OH * OW)):
+            n = item // C
+            c = item % C
+            if unit:  # the correlation of dy, padded by d(K-1) - p, with the flipped kernel
+                buf = &ws[omp_get_thread_num(), 0]
+                _depthwise_plane_s1(&dy[n, c, 0, 0], OH, OW, dh * (KH - 1) - ph,
+                                    dw * (KW - 1) - pw, &w[c, 0, 0, 0], True, KH, KW, dh, dw,
+                                    b[c] if b.shape[0] > 0 else 0, &dx[n, c, 0, 0], H, W,
+                                    buf, buf + Hp * Wp + dw * KW)
+            else:
+                _fill(&dx[n, c, 0, 0], <Py_ssize_t>H * W, b[c] if b.shape[0] > 0 else 0)
+                _depthwise_plane_backward_input(&dy[n, c, 0, 0], &w[c, 0, 0, 0], &dx[n, c, 0, 0],
+                                                H, W, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw)
+
+
+def _depthwise_backward_weight(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] x,
+                               floating[:, :, :, ::1] dw_out,
+                               int sh, int sw, int ph, int pw, int dh, int dw):
+    """dw[c, 0, kh, kw] = Σ_{n, oh, ow} dy[n, c, oh, ow] · x[n, c, ih, iw]; one channel per item.
+
+    The item sums its samples in order into per-lane (stride 1) or per-column partial sums,
+    then adds those in order: the same arithmetic for any thread count. (A single scalar sum
+    would force the compiler to add one product at a time: it may not reorder a float sum.)
+    """
+    dtype = np.float32 if floating is float else np.float64
+    cdef int N = dy.shape[0], C = dy.shape[1], OH = dy.shape[2], OW = dy.shape[3]
+    cdef int H = x.shape[2], W = x.shape[3], KH = dw_out.shape[2], KW = dw_out.shape[3]
+    cdef bint unit = sh == 1 and sw == 1
+    cdef int lanes = LANES if unit else OW
+    cdef Py_ssize_t Hp = H + 2 * ph, Wp = W + 2 * pw
+    cdef Py_ssize_t padded_size = Hp * Wp + dw * KW + LANES, wide_size = OH * Wp + LANES
+    cdef floating[:, ::1] ws = np.empty(
+        (omp_get_max_threads(), KH * KW * lanes + (padded_size + wide_size if unit else 0)),
+        dtype=dtype)
+    cdef int n, c, tap, l
+    cdef floating s
+    cdef floating *acc
+    with nogil:
+        for c in prange(C, schedule="static",
+                        num_threads=_threads_for(<double>N * C * KH * KW * OH * OW)):
+            acc = &ws[omp_get_thread_num(), 0]
+            _fill(acc, KH * KW * lanes, 0)
+            for n in range(N):
+                if unit:
+                    _depthwise_plane_s1_weight(&dy[n, c, 0, 0], OH, OW, &x[n, c, 0, 0], H, W,
+                                               ph, pw, KH, KW, dh, dw, acc,
+                                               acc + KH * KW * lanes,
+                                               acc + KH * KW * lanes + padded_size)
+                else:
+                    _depthwise_plane_backward_weight(&dy[n, c, 0, 0], &x[n, c, 0, 0], acc,
+                                                     H, W, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw)
+            for tap in range(KH * KW):
+                s = 0
+                for l in range(lanes):
+                    s = s + acc[tap * lanes + l]
+                dw_out[c, 0, tap // KW, tap % KW] = s
