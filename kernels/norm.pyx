@@ -19,17 +19,13 @@ ctypedef fused floating:
     float
     double
 
-GRAIN = 32768  # fewer array elements than this per call: run on one thread (_threads_for)
+cdef extern from "openmp_info.h":
+    # One thread for calls touching fewer than GRAIN elements, else all (see the header).
+    int _threads_for "edu_seg_threads_for"(long long n_elements) nogil
+    long long EDU_SEG_GRAIN
 
+GRAIN = EDU_SEG_GRAIN
 
-def _threads_for(n_elements):
-    """Threads for a call touching ``n_elements`` values: one below GRAIN, else all of them.
-
-    Waking a second thread costs microseconds, and far more when the cores are busy, which
-    outweighs the work on small maps (PyTorch's ``parallel_for`` has the same grain size).
-    Each channel is still reduced by one thread in one order, so results do not depend on it.
-    """
-    return 1 if n_elements < GRAIN else omp_get_max_threads()
 
 
 cdef inline void _shifted_sums(const floating* x, Py_ssize_t L, double k,

@@ -7,3 +7,14 @@ static int edu_seg_openmp_enabled(void) { return 0; }
 static int omp_get_max_threads(void) { return 1; }
 static void omp_set_num_threads(int n) { (void)n; }
 #endif
+
+/* Calls that touch fewer array elements than this run on one thread. Waking a second thread
+   costs microseconds (milliseconds while another process holds the other core), more than a
+   small pooling, resize, RoI or batch-norm call takes in total; PyTorch's parallel_for uses the
+   same kind of grain size. Each kernel partitions its work independently of the thread count,
+   so results never depend on this choice. */
+#define EDU_SEG_GRAIN 32768
+
+static int edu_seg_threads_for(long long n_elements) {
+    return n_elements < EDU_SEG_GRAIN ? 1 : omp_get_max_threads();
+}

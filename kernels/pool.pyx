@@ -21,7 +21,12 @@ from libc.string cimport memset
 cdef extern from "openmp_info.h":
     int omp_get_max_threads() nogil
 
-GRAIN = 32768  # fewer array elements than this per call: run on one thread (_threads_for)
+cdef extern from "openmp_info.h":
+    # One thread for calls touching fewer than GRAIN elements, else all (see the header).
+    int _threads_for "edu_seg_threads_for"(long long n_elements) nogil
+    long long EDU_SEG_GRAIN
+
+GRAIN = EDU_SEG_GRAIN
 
 
 def pool_output_size(size, kernel_size, stride, padding, dilation=1, ceil_mode=False):
@@ -49,15 +54,6 @@ def adaptive_pool_bins(Py_ssize_t size, Py_ssize_t bins):
         end_[j] = ((j + 1) * size + bins - 1) // bins
     return start, end
 
-
-def _threads_for(n_elements):
-    """Threads for a call that touches n_elements array elements: one below GRAIN, else all.
-
-    Starting and joining a parallel region costs microseconds (milliseconds when another
-    process holds the second core), more than a small pooling does in total; PyTorch's
-    ``parallel_for`` uses the same kind of grain size. Results do not depend on it.
-    """
-    return 1 if n_elements < GRAIN else omp_get_max_threads()
 
 
 def _workspace(length, dtype):

@@ -28,17 +28,13 @@ from libc.string cimport memset
 cdef extern from "openmp_info.h":
     int omp_get_max_threads() nogil
 
-GRAIN = 32768  # fewer array elements than this per call: run on one thread (_threads_for)
+cdef extern from "openmp_info.h":
+    # One thread for calls touching fewer than GRAIN elements, else all (see the header).
+    int _threads_for "edu_seg_threads_for"(long long n_elements) nogil
+    long long EDU_SEG_GRAIN
 
+GRAIN = EDU_SEG_GRAIN
 
-def _threads_for(n_elements):
-    """Threads for a call that touches n_elements array elements: one below GRAIN, else all.
-
-    Starting and joining a parallel region costs microseconds (milliseconds when another
-    process holds the second core), more than a small resize does in total; PyTorch's
-    ``parallel_for`` uses the same kind of grain size. Results do not depend on it.
-    """
-    return 1 if n_elements < GRAIN else omp_get_max_threads()
 
 
 def _workspace(length, dtype):

@@ -42,14 +42,13 @@ cdef double LOWEST = -3.4028234663852886e38
 cdef enum:
     BAND_ROWS = 4
 
-GRAIN = 32768  # a call touching fewer array elements than this runs on one thread
+cdef extern from "openmp_info.h":
+    # One thread for calls touching fewer than GRAIN elements, else all (see the header).
+    int _threads_for "edu_seg_threads_for"(long long n_elements) nogil
+    long long EDU_SEG_GRAIN
 
+GRAIN = EDU_SEG_GRAIN
 
-def _threads_for(n_elements):
-    """One thread for small calls, else all: starting a parallel region costs microseconds
-    (milliseconds while another process holds the second core), more than a small RoI op
-    takes in total. Results never depend on it."""
-    return 1 if n_elements < GRAIN else omp_get_max_threads()
 
 
 # ------------------------------------------------------------------------------- RoIAlign

@@ -14,14 +14,6 @@ BACKENDS = ["numpy", "cython"]
 KERNELS = {"numpy": reference, "cython": compiled}
 
 
-@pytest.fixture(autouse=True)
-def _restore_backend_and_threads():
-    backend, threads = edu_seg.get_backend(), edu_seg.get_num_threads()
-    yield
-    edu_seg.set_backend(backend)
-    edu_seg.set_num_threads(threads)
-
-
 # ------------------------------------------------------------------- published test vectors
 X6 = np.arange(36.0).reshape(1, 1, 6, 6)          # value 6y + x
 BOX6 = np.array([[0, 0, 2, 2, 4]], dtype=np.float64)  # image 0, x1=0, y1=2, x2=2, y2=4
