@@ -37,8 +37,7 @@ MODEL_DEFAULTS = {"unet": {"depth": 3, "base_width": 16}}
 
 
 # ------------------------------------------------------------------------------------- data
-def make_data(spec, train_samples=1024, val_samples=256, size=64, num_classes=4, seed=0,
-              split="train"):
+def make_data(spec, train_samples=1024, val_samples=256, size=64, num_classes=4, seed=0):
     """Build ``(train_set, val_set, info)`` from a ``--data`` value.
 
     ``info`` is JSON-able: what a checkpoint keeps to rebuild the validation set later.
@@ -58,7 +57,7 @@ def make_data(spec, train_samples=1024, val_samples=256, size=64, num_classes=4,
     root = Path(spec)
     if not root.is_dir():
         raise SystemExit(f"edu-seg: --data {spec!r} is neither 'shapes[:variant]' nor a folder")
-    train = FolderDataset(root, split)
+    train = FolderDataset(root, "train")
     val = FolderDataset(root, "val") if (root / "val").is_dir() else None
     return train, val, {"spec": str(root)}
 
@@ -137,13 +136,13 @@ def run_training(model_name, model_config, data, epochs, batch_size, lr, out, op
         print(f"resumed from {resume} after epoch {trainer.epoch}")
     start = time.perf_counter()
     trainer.fit()
-    minutes = (time.perf_counter() - start) / 60
+    seconds = time.perf_counter() - start
     for h in trainer.history:
         line = f"epoch {h['epoch']:3d}  loss {h['train_loss']:.4f}  acc {h['train_pixel_acc']:.3f}"
         if "val_miou" in h:
             line += f"  val loss {h['val_loss']:.4f}  val mIoU {h['val_miou']:.4f}"
         print(line)
-    print(f"trained in {minutes:.1f} min")
+    print(f"training, validation and plots took {seconds:.0f} s")
     if val_set is not None:
         if trainer.val_scores is None:                    # resumed after the last epoch
             trainer.val_scores = trainer.evaluate(val_set)
@@ -152,7 +151,8 @@ def run_training(model_name, model_config, data, epochs, batch_size, lr, out, op
               f"pixel accuracy {scores['pixel_acc']:.4f}")
         print(scores["confusion"].table(trainer.class_names))
     out = Path(out)
-    print(f"\ncheckpoints: {out / 'best.npz'}, {out / 'last.npz'}")
+    print("\ncheckpoints: " + (f"{out / 'best.npz'} (best validation mIoU), "
+                                if val_set is not None else "") + f"{out / 'last.npz'}")
     print(f"plots      : {out / 'curves.png'}, {out / 'predictions.png'}"
           + (f", {out / 'confusion.png'}" if val_set is not None else ""))
     return trainer
@@ -172,11 +172,13 @@ def cmd_train(args):
 def cmd_demo(args):
     _setup(args)
     d = DEMO
+    start = time.perf_counter()
     print("edu-seg demo: a small U-Net learns to segment synthetic shapes "
           f"({d['train_samples']} images of {d['size']}x{d['size']}, {d['epochs']} epochs)\n")
     run_training(d["model"], d["model_config"], d["data"], d["epochs"], d["batch_size"],
                  d["lr"], d["out"], optimizer=d["optimizer"], train_samples=d["train_samples"],
                  val_samples=d["val_samples"], size=d["size"], progress=not args.no_progress)
+    print(f"demo finished in {time.perf_counter() - start:.0f} s")
     return 0
 
 

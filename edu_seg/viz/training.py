@@ -1,0 +1,159 @@
+"""Pictures of a training run: curves, predictions next to the ground truth, the confusion matrix.
+
+Each function returns a matplotlib ``Figure`` (shown inline in Jupyter) and, given ``path``,
+writes it as a PNG. Figures are built with ``matplotlib.figure.Figure`` rather than ``pyplot``,
+so they work headless (the Agg canvas) without changing the process's matplotlib backend.
+"""
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from .palette import PALETTE, colorize
+
+__all__ = ["plot_history", "plot_predictions", "plot_confusion_matrix", "overlay"]
+
+
+def _save(fig, path):
+    if path is not None:
+        fig.savefig(path, dpi=100, bbox_inches="tight")
+    return fig
+
+
+def plot_history(history, path=None):
+    """Loss and validation scores per epoch.
+
+    Parameters
+    ----------
+    history : list of dict
+        One dict per epoch, as :attr:`edu_seg.train.Trainer.history` keeps them: ``epoch``,
+        ``train_loss`` and, when there was a validation set, ``val_loss``, ``val_miou``,
+        ``val_pixel_acc``.
+    path : str or Path, optional
+        Where to write the PNG.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    fig = Figure(figsize=(10, 3.8), layout="constrained")
+    ax_loss, ax_score = fig.subplots(1, 2)
+    epochs = [h["epoch"] for h in history]
+    for key, label in (("train_loss", "train"), ("val_loss", "validation")):
+        values = [h.get(key) for h in history]
+        if any(v is not None for v in values):
+            ax_loss.plot(epochs, values, marker="o", label=label)
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    ax_loss.legend()
+    for key, label in (("val_miou", "val mIoU"), ("val_pixel_acc", "val pixel accuracy"),
+                       ("train_pixel_acc", "train pixel accuracy")):
+        values = [h.get(key) for h in history]
+        if any(v is not None for v in values):
+            ax_score.plot(epochs, values, marker="o", label=label)
+    ax_score.set(xlabel="epoch", ylim=(0, 1.01), title="scores")
+    ax_score.grid(alpha=0.3)
+    ax_score.legend(loc="lower right")
+    return _save(fig, path)
+
+
+def overlay(image, mask, alpha=0.6, palette=None):
+    """Blend the class colours of ``mask`` over a grey copy of ``image``.
+
+    The image is turned grey first so that an object's own colour does not mix with its
+    class colour (a green square under a red "circle" label would read as brown).
+
+    Parameters
+    ----------
+    image : array, shape (3, H, W) float in [0, 1], or (H, W, 3)
+    mask : array of int, shape (H, W)
+    alpha : float
+        Weight of the mask colours.
+    palette : array (K, 3) uint8, optional
+        Class colours (default :data:`edu_seg.viz.palette.PALETTE`).
+
+    Returns
+    -------
+    rgb : array of float, shape (H, W, 3) in [0, 1]
+    """
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim == 3 and image.shape[0] in (1, 3) and image.shape[-1] not in (1, 3):
+        image = image.transpose(1, 2, 0)                   # (C, H, W) -> (H, W, C)
+    grey = image.mean(axis=-1, keepdims=True) if image.ndim == 3 else image[..., None]
+    colours = colorize(mask, palette).astype(np.float32) / 255
+    return np.clip((1 - alpha) * grey + alpha * colours, 0, 1)
+
+
+def plot_predictions(images, masks, preds, class_names=None, path=None, palette=None,
+                     max_rows=6):
+    """A grid: one row per sample with the image, ground truth and prediction overlaid.
+
+    Parameters
+    ----------
+    images : array, shape (N, 3, H, W), float in [0, 1]
+    masks, preds : arrays of int, shape (N, H, W)
+    class_names : list of str, optional
+        Names for the legend.
+    path : str or Path, optional
+    palette : array (K, 3) uint8, optional
+        Class colours (default :data:`edu_seg.viz.palette.PALETTE`).
+    max_rows : int
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    n = min(len(images), max_rows)
+    fig = Figure(figsize=(7.5, 2.5 * n + 0.5), layout="constrained")
+    axes = np.asarray(fig.subplots(n, 3, squeeze=False))
+    for i in range(n):
+        image = np.asarray(images[i], dtype=np.float32)
+        panels = (image.transpose(1, 2, 0), overlay(image, masks[i], palette=palette),
+                  overlay(image, preds[i], palette=palette))
+        for ax, panel, title in zip(axes[i], panels, ("image", "ground truth", "prediction")):
+            ax.imshow(panel, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(title)
+    if class_names is not None:
+        colours = PALETTE if palette is None else np.asarray(palette)
+        handles = [Patch(color=colours[k] / 255, label=name)
+                   for k, name in enumerate(class_names)]
+        fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6),
+                   frameon=False)
+    return _save(fig, path)
+
+
+def plot_confusion_matrix(matrix, class_names=None, path=None):
+    """The confusion matrix as a heat map, each row normalised to sum to 1.
+
+    Row ``i`` shows where the pixels of ground-truth class ``i`` went: the diagonal is each
+    class's recall, an off-diagonal cell a confusion worth looking at.
+
+    Parameters
+    ----------
+    matrix : array of int, shape (C, C)
+        Rows = ground truth, columns = prediction (:attr:`edu_seg.metrics.ConfusionMatrix.matrix`).
+    class_names : list of str, optional
+    path : str or Path, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    matrix = np.asarray(matrix, dtype=np.float64)
+    C = len(matrix)
+    names = list(class_names) if class_names is not None else [str(k) for k in range(C)]
+    rows = matrix.sum(axis=1, keepdims=True)
+    share = np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0)
+    fig = Figure(figsize=(1.0 + 0.9 * C, 0.8 + 0.8 * C))
+    ax = fig.subplots()
+    image = ax.imshow(share, vmin=0, vmax=1, cmap="Blues")
+    for i in range(C):
+        for j in range(C):
+            ax.text(j, i, f"{share[i, j]:.2f}", ha="center", va="center",
+                    color="white" if share[i, j] > 0.5 else "black", fontsize=8)
+    ax.set_xticks(range(C), names, rotation=45, ha="right")
+    ax.set_yticks(range(C), names)
+    ax.set(xlabel="prediction", ylabel="ground truth", title="confusion matrix (row-normalised)")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    return _save(fig, path)

@@ -1,0 +1,125 @@
+"""The ``edu-seg`` command: train one tiny epoch, evaluate and predict, in subprocesses."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edu_seg import cli
+from edu_seg.viz.palette import PALETTE
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def edu_seg_cmd(*args, cwd):
+    """Run ``python -m edu_seg.cli ARGS`` like a user would; returns the CompletedProcess."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "EDU_SEG_NUM_THREADS": "2"}
+    return subprocess.run([sys.executable, "-m", "edu_seg.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One tiny epoch of `edu-seg train` on Shapes: the run directory and its output."""
+    tmp = tmp_path_factory.mktemp("cli")
+    out = tmp / "run"
+    result = edu_seg_cmd("train", "--model", "unet", "--data", "shapes", "--epochs", "1",
+                         "--batch-size", "8", "--lr", "0.01", "--out", str(out),
+                         "--train-samples", "16", "--val-samples", "8", "--size", "32",
+                         "--model-config", "depth=1", "base_width=4", "--no-progress",
+                         cwd=tmp)
+    assert result.returncode == 0, result.stderr
+    return out, result.stdout
+
+
+def test_train_one_tiny_epoch(trained):
+    out, stdout = trained
+    assert "epoch   1" in stdout and "val mIoU" in stdout
+    assert "circle" in stdout                         # the per-class IoU table
+    for name in ("best.npz", "last.npz", "curves.png", "predictions.png", "confusion.png"):
+        assert (out / name).is_file(), name
+
+
+def test_predict_writes_a_label_png(trained, tmp_path):
+    from PIL import Image
+
+    from edu_seg.data import Shapes
+
+    image = (Shapes(1, size=40, seed=9)[0]["image"].transpose(1, 2, 0) * 255).astype(np.uint8)
+    Image.fromarray(image[:, :37]).save(tmp_path / "in.png")   # 40x37: not a multiple of 2
+    out, _ = trained
+    result = edu_seg_cmd("predict", "--checkpoint", str(out / "best.npz"), "--image",
+                         str(tmp_path / "in.png"), "--out", str(tmp_path / "mask.png"),
+                         cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    mask = np.asarray(Image.open(tmp_path / "mask.png"))
+    assert mask.shape == (40, 37, 3)
+    colours = {tuple(c) for c in mask.reshape(-1, 3)}
+    assert colours <= {tuple(c) for c in PALETTE[:4]}
+
+
+def test_eval_prints_the_table(trained):
+    out, _ = trained
+    result = edu_seg_cmd("eval", "--checkpoint", str(out / "best.npz"), cwd=out)
+    assert result.returncode == 0, result.stderr
+    assert "8 images: mIoU" in result.stdout and "background" in result.stdout
+
+
+def test_predict_with_a_corrupted_checkpoint_fails_cleanly(tmp_path):
+    (tmp_path / "bad.npz").write_bytes(b"not a checkpoint")
+    result = edu_seg_cmd("predict", "--checkpoint", str(tmp_path / "bad.npz"), "--image",
+                         "x.png", "--out", "y.png", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "bad.npz is corrupted" in result.stderr
+
+
+def test_models_lists_unet(capsys):
+    assert cli.main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("unet") and "U-Net" in out and "base_width=64" in out
+
+
+def test_bad_data_argument(tmp_path):
+    with pytest.raises(SystemExit, match="neither 'shapes"):
+        cli.make_data(str(tmp_path / "nowhere"))
+
+
+def test_parse_model_config():
+    assert cli._parse_model_config(["depth=3", "padding=valid", "base_width=8"]) == \
+        {"depth": 3, "padding": "valid", "base_width": 8}
+    with pytest.raises(SystemExit, match="KEY=VALUE"):
+        cli._parse_model_config(["depth"])
+
+
+def test_train_and_predict_on_a_camvid_style_folder(tmp_path, capsys):
+    """`--data PATH` reads a CamVid-layout folder; predictions are painted in its colours."""
+    from PIL import Image
+
+    from edu_seg.data import Shapes
+
+    colours = [(0, 0, 0), (200, 30, 30), (30, 200, 30), (30, 30, 200)]
+    root = tmp_path / "camvid"
+    (root).mkdir()
+    (root / "class_dict.csv").write_text("name,r,g,b\n" + "".join(
+        f"{name},{r},{g},{b}\n" for name, (r, g, b) in zip(("void", "a", "b", "c"), colours)))
+    shapes = Shapes(6, size=32, seed=4)
+    for split, indices in (("train", range(4)), ("val", range(4, 6))):
+        (root / split).mkdir()
+        (root / f"{split}_labels").mkdir()
+        for i in indices:
+            s = shapes[i]
+            Image.fromarray((s["image"].transpose(1, 2, 0) * 255).astype(np.uint8)).save(
+                root / split / f"img{i}.png")
+            Image.fromarray(np.array(colours, np.uint8)[s["mask"]]).save(
+                root / f"{split}_labels" / f"img{i}_L.png")
+    out = tmp_path / "run"
+    assert cli.main(["train", "--data", str(root), "--epochs", "1", "--batch-size", "2",
+                     "--model-config", "depth=1", "base_width=4", "--out", str(out),
+                     "--no-progress"]) == 0
+    assert "void" in capsys.readouterr().out
+    assert cli.main(["predict", "--checkpoint", str(out / "last.npz"), "--image",
+                     str(root / "val" / "img4.png"), "--out", str(tmp_path / "p.png")]) == 0
+    painted = {tuple(c) for c in np.asarray(Image.open(tmp_path / "p.png")).reshape(-1, 3)}
+    assert painted <= set(colours)

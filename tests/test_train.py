@@ -1,0 +1,263 @@
+"""Trainer, checkpoints and resume, ``predict``."""
+import dataclasses
+import os
+import zipfile
+
+import numpy as np
+import pytest
+
+import edu_seg
+from edu_seg import models
+from edu_seg.autograd import Tensor
+from edu_seg.data import DataLoader, Shapes
+from edu_seg.ops.loss import cross_entropy
+from edu_seg.ops.misc import default_generator
+from edu_seg.optim import Adam
+from edu_seg.train import (CheckpointError, TrainConfig, Trainer, load_checkpoint, predict,
+                           save_checkpoint, seed_everything)
+
+
+def tiny(depth=1, width=4, padding="same", seed=0):
+    seed_everything(seed)
+    return models.create("unet", num_classes=4, depth=depth, base_width=width, padding=padding)
+
+
+def params_of(model):
+    return {k: v.copy() for k, v in model.state_dict().items()}
+
+
+# ------------------------------------------------------------------------------- training
+def test_loss_falls_over_a_few_steps_on_shapes():
+    edu_seg.set_num_threads(1)     # small ops: 1 thread is as fast and immune to a busy machine
+    model = tiny(depth=2, width=8)
+    opt = Adam(list(model.parameters()), lr=1e-2)
+    losses = []
+    for batch in DataLoader(Shapes(96, size=32, seed=0), batch_size=8, shuffle=True, seed=0):
+        loss = cross_entropy(model(Tensor(batch["image"])), batch["mask"])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert len(losses) == 12
+    assert np.mean(losses[-3:]) < 0.7 * np.mean(losses[:3]), losses
+
+
+def test_fit_writes_history_checkpoints_and_plots(tmp_path):
+    model = tiny()
+    trainer = Trainer(model, Shapes(16, size=16, seed=0), Shapes(8, size=16, seed=1),
+                      TrainConfig(epochs=2, batch_size=8, progress=False), out_dir=tmp_path)
+    history = trainer.fit()
+    assert [h["epoch"] for h in history] == [1, 2]
+    for h in history:
+        assert 0 <= h["val_miou"] <= 1 and h["val_loss"] > 0 and h["train_loss"] > 0
+        assert h["images_per_s"] > 0
+    for name in ("best.npz", "last.npz", "curves.png", "predictions.png", "confusion.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+    best = max(h["val_miou"] for h in history)
+    assert trainer.best_miou == best
+
+
+def test_evaluate_uses_one_confusion_matrix_over_the_whole_set():
+    model = tiny()
+    data = Shapes(10, size=16, seed=2)
+    trainer = Trainer(model, data, None, TrainConfig(batch_size=3, progress=False))
+    scores = trainer.evaluate(data)
+    cm = scores["confusion"]
+    assert cm.matrix.sum() == 10 * 16 * 16            # every pixel, across uneven batches
+    preds = predict(model, np.stack([data[i]["image"] for i in range(10)]))
+    masks = np.stack([data[i]["mask"] for i in range(10)])
+    assert scores["pixel_acc"] == pytest.approx((preds == masks).mean())
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def test_checkpoint_round_trips_exactly(tmp_path):
+    model = tiny(depth=2)
+    # make the batch-norm buffers non-trivial
+    Trainer(model, Shapes(8, size=16), None, TrainConfig(batch_size=4, progress=False)) \
+        .train_one_epoch()
+    save_checkpoint(tmp_path / "m.npz", model)
+    rebuilt = load_checkpoint(tmp_path / "m.npz")
+    assert rebuilt.model_name == "unet" and rebuilt.model is not model
+    assert rebuilt.model.config == model.config
+    a, b = model.state_dict(), rebuilt.model.state_dict()
+    assert list(a) == list(b)
+    for k in a:
+        assert a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k]), k
+    # into an existing model, too
+    other = tiny(depth=2, seed=1)
+    load_checkpoint(tmp_path / "m.npz", other)
+    for k, v in other.state_dict().items():
+        assert np.array_equal(v, a[k]), k
+
+
+def test_state_dict_round_trips_through_load_state_dict():
+    a, b = tiny(depth=2, seed=0), tiny(depth=2, seed=1)
+    b.load_state_dict(a.state_dict())
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert ka == kb and np.array_equal(va, vb)
+
+
+def test_corrupted_checkpoint_raises_a_clear_error(tmp_path):
+    path = tmp_path / "m.npz"
+    save_checkpoint(path, tiny())
+    data = path.read_bytes()
+    # truncated (a crash while copying it)
+    (tmp_path / "cut.npz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="cut.npz is corrupted"):
+        load_checkpoint(tmp_path / "cut.npz")
+    # bytes flipped inside an array: the zip's CRC catches it
+    flipped = bytearray(data)
+    for i in range(len(data) // 3, len(data) // 3 + 16):
+        flipped[i] ^= 0xFF
+    (tmp_path / "flip.npz").write_bytes(bytes(flipped))
+    with pytest.raises(CheckpointError, match="flip.npz"):
+        load_checkpoint(tmp_path / "flip.npz")
+    # not a checkpoint at all
+    (tmp_path / "text.npz").write_text("hello")
+    with pytest.raises(CheckpointError, match="not an .npz file"):
+        load_checkpoint(tmp_path / "text.npz")
+    np.savez(tmp_path / "plain.npz", a=np.zeros(3))
+    with pytest.raises(CheckpointError, match="no meta.json"):
+        load_checkpoint(tmp_path / "plain.npz")
+    with pytest.raises(FileNotFoundError, match="missing.npz does not exist"):
+        load_checkpoint(tmp_path / "missing.npz")
+
+
+def test_mismatched_checkpoint_raises_a_clear_error(tmp_path):
+    path = tmp_path / "m.npz"
+    save_checkpoint(path, tiny(width=4))
+    with pytest.raises(CheckpointError, match=r"does not fit this unet.*encoder\.0\.0\.conv"
+                                              r"\.weight: \(4, 3, 3, 3\) in the checkpoint, "
+                                              r"\(8, 3, 3, 3\) in the model"):
+        load_checkpoint(path, tiny(width=8))
+    with pytest.raises(CheckpointError, match="missing .*encoder.1"):
+        load_checkpoint(path, tiny(depth=2, width=4))
+    other = tiny()
+    other.name = "fcn"
+    with pytest.raises(CheckpointError, match="holds a 'unet' model, but the model to load it "
+                                              "into is a 'fcn'"):
+        load_checkpoint(path, other)
+
+
+def test_save_is_atomic(tmp_path, monkeypatch):
+    """A crash while writing leaves the previous checkpoint intact and no temporary file."""
+    path = tmp_path / "m.npz"
+    model = tiny()
+    save_checkpoint(path, model)
+    before = path.read_bytes()
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(np, "savez", crash)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(path, tiny(seed=3))
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["m.npz"]
+    assert zipfile.is_zipfile(path)
+
+
+# ----------------------------------------------------------------------------------- resume
+def _run(tmp_path, stop_after=None, resume_from=None):
+    """Train a tiny model for 2 epochs, or for ``stop_after`` epochs, or resume and finish."""
+    edu_seg.set_num_threads(1)
+    model = tiny(depth=1, width=4, seed=0)
+    config = TrainConfig(epochs=2, batch_size=4, lr=5e-3, optimizer="adam", seed=7,
+                         progress=False)
+    trainer = Trainer(model, Shapes(12, size=16, seed=0), Shapes(4, size=16, seed=1), config,
+                      out_dir=tmp_path)
+    if resume_from is not None:
+        default_generator().random(5)          # a different generator state: resume must fix it
+        trainer.resume(resume_from)
+    trainer.fit(epochs=stop_after)
+    return trainer
+
+
+def test_resume_continues_identically(tmp_path):
+    full = _run(tmp_path / "full")
+    full_rng = default_generator().random(3)
+
+    first = _run(tmp_path / "half", stop_after=1)
+    assert first.epoch == 1
+    resumed = _run(tmp_path / "resumed", resume_from=tmp_path / "half" / "last.npz")
+    resumed_rng = default_generator().random(3)
+    assert resumed.epoch == 2
+
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    for k in a:
+        assert np.array_equal(a[k], b[k]), f"{k} differs after resume"
+    sa, sb = full.optimizer.state_dict(), resumed.optimizer.state_dict()
+    assert repr(_strip(sa)) == repr(_strip(sb))
+    for ra, rb in zip(full.history, resumed.history):
+        for key in ("epoch", "lr", "train_loss", "train_pixel_acc", "val_loss", "val_miou"):
+            assert ra[key] == rb[key], key
+    assert np.array_equal(full_rng, resumed_rng)
+
+
+def _strip(tree):
+    """Arrays -> bytes, for an exact comparison of nested optimiser states."""
+    if isinstance(tree, dict):
+        return {k: _strip(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return [_strip(v) for v in tree]
+    if isinstance(tree, np.ndarray):
+        return (tree.dtype.str, tree.shape, tree.tobytes())
+    return tree
+
+
+def test_resume_refuses_a_different_train_config(tmp_path):
+    model = tiny()
+    t = Trainer(model, Shapes(4, size=16), None, TrainConfig(epochs=1, batch_size=4,
+                                                             progress=False), out_dir=tmp_path)
+    t.fit()
+    t.save(tmp_path / "state.npz")
+    other = Trainer(tiny(), Shapes(4, size=16), None,
+                    TrainConfig(epochs=1, batch_size=2, progress=False))
+    with pytest.raises(CheckpointError, match="different TrainConfig.*batch_size"):
+        other.resume(tmp_path / "state.npz")
+
+
+# ---------------------------------------------------------------------------------- predict
+@pytest.mark.parametrize("padding, depth", [("same", 2), ("valid", 1)])
+def test_predict_any_image_size(padding, depth):
+    model = tiny(depth=depth, padding=padding)
+    images = np.random.default_rng(0).random((2, 3, 21, 30)).astype(np.float32)
+    pred = predict(model, images)
+    assert pred.shape == (2, 21, 30) and pred.dtype == np.int64
+    assert pred.min() >= 0 and pred.max() < 4
+    assert model.training                         # mode restored
+
+
+def test_valid_mode_trains_with_cropped_targets():
+    model = tiny(depth=1, padding="valid")
+    size = model.input_size_for(20)               # an input whose output covers 20 pixels
+    data = Shapes(4, size=16, seed=0)
+
+    class Padded:                                 # Shapes images mirror-padded to `size`
+        class_names = data.class_names
+
+        def __len__(self):
+            return len(data)
+
+        def __getitem__(self, i):
+            s = data[i]
+            p = (size - 16) // 2, size - 16 - (size - 16) // 2
+            return {"image": np.pad(s["image"], ((0, 0), p, p), mode="symmetric"),
+                    "mask": np.pad(s["mask"], (p, p), mode="symmetric")}
+
+    trainer = Trainer(model, Padded(), Padded(), TrainConfig(epochs=1, batch_size=2,
+                                                             progress=False))
+    history = trainer.fit()
+    assert np.isfinite(history[0]["train_loss"]) and 0 <= history[0]["val_miou"] <= 1
+    assert trainer.evaluate(Padded())["confusion"].matrix.sum() == \
+        4 * model.output_size(size) ** 2
+
+
+def test_train_config_validation():
+    with pytest.raises(ValueError, match="optimizer must be"):
+        TrainConfig(optimizer="lbfgs")
+    with pytest.raises(ValueError, match="epochs must be a positive int"):
+        TrainConfig(epochs=0)
+    with pytest.raises(ValueError, match="lr must be positive"):
+        TrainConfig(lr=0)
+    assert dataclasses.asdict(TrainConfig())["optimizer"] == "adam"
