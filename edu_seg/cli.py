@@ -114,6 +114,7 @@ def run_training(model_name, model_config, data, epochs, batch_size, lr, out, op
     """Build data, model and :class:`~edu_seg.train.Trainer`, train, and report; returns it."""
     from . import models
     from .train import TrainConfig, Trainer, seed_everything
+    from .viz.training import plot_run
 
     train_set, val_set, info = make_data(data, train_samples, val_samples, size, num_classes,
                                          seed)
@@ -136,6 +137,7 @@ def run_training(model_name, model_config, data, epochs, batch_size, lr, out, op
         print(f"resumed from {resume} after epoch {trainer.epoch}")
     start = time.perf_counter()
     trainer.fit()
+    plot_run(trainer)
     seconds = time.perf_counter() - start
     for h in trainer.history:
         line = f"epoch {h['epoch']:3d}  loss {h['train_loss']:.4f}  acc {h['train_pixel_acc']:.3f}"

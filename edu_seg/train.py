@@ -122,8 +122,9 @@ class Trainer:
         Evaluated after every epoch; the best epoch by mIoU is saved as ``best.npz``.
     config : TrainConfig
     out_dir : str or Path, optional
-        Where checkpoints (``last.npz``, ``best.npz``) and plots (``curves.png``,
-        ``predictions.png``, ``confusion.png``) go. Nothing is written without it.
+        Where checkpoints (``last.npz``, ``best.npz``) go, and where
+        :func:`edu_seg.viz.training.plot_run` writes its plots (``curves.png``,
+        ``predictions.png``, ``confusion.png``). Nothing is written without it.
     class_names : list of str, optional
         For tables and plots; default ``train_data.class_names`` if it has them.
     transform : callable, optional
@@ -222,8 +223,6 @@ class Trainer:
                     self.best_miou = record["val_miou"]
                     self.save(self.out_dir / "best.npz")
                 self.save(self.out_dir / "last.npz")
-        if self.out_dir is not None:
-            self.plot()
         return self.history
 
     def train_one_epoch(self):
@@ -267,36 +266,6 @@ class Trainer:
     def evaluate(self, data):
         """:func:`evaluate` the trainer's model on ``data`` with its batch size and ignore_index."""
         return evaluate(self.model, data, self.config.batch_size, self.config.ignore_index)
-
-    # ------------------------------------------------------------------------------- plots
-    def plot(self, out_dir=None, num_examples=6):
-        """Write ``curves.png``, ``predictions.png`` and ``confusion.png`` into ``out_dir``.
-
-        Returns
-        -------
-        dict
-            Name -> path of each file written.
-        """
-        from .viz.training import plot_confusion_matrix, plot_history, plot_predictions
-
-        out = Path(out_dir) if out_dir is not None else self.out_dir
-        out.mkdir(parents=True, exist_ok=True)
-        paths = {"curves": out / "curves.png"}
-        plot_history(self.history, paths["curves"])
-        data = self.val_data if self.val_data is not None else self.train_data
-        samples = [data[i] for i in range(min(num_examples, len(data)))]
-        images = np.stack([s["image"] for s in samples])
-        masks = np.stack([s["mask"] for s in samples])
-        preds = predict(self.model, images)
-        paths["predictions"] = out / "predictions.png"
-        plot_predictions(images, masks, preds, self.class_names, paths["predictions"])
-        if self.val_data is not None:
-            if self.val_scores is None:
-                self.val_scores = self.evaluate(self.val_data)
-            paths["confusion"] = out / "confusion.png"
-            plot_confusion_matrix(self.val_scores["confusion"].matrix, self.class_names,
-                                  paths["confusion"])
-        return paths
 
     # -------------------------------------------------------------------------- checkpoints
     def state(self):

@@ -15,6 +15,7 @@ from edu_seg.ops.misc import default_generator
 from edu_seg.optim import Adam
 from edu_seg.train import (CheckpointError, TrainConfig, Trainer, load_checkpoint, predict,
                            save_checkpoint, seed_everything)
+from edu_seg.viz.training import plot_run
 
 
 def tiny(depth=1, width=4, padding="same", seed=0):
@@ -47,6 +48,7 @@ def test_fit_writes_history_checkpoints_and_plots(tmp_path):
     trainer = Trainer(model, Shapes(16, size=16, seed=0), Shapes(8, size=16, seed=1),
                       TrainConfig(epochs=2, batch_size=8, progress=False), out_dir=tmp_path)
     history = trainer.fit()
+    plot_run(trainer)
     assert [h["epoch"] for h in history] == [1, 2]
     for h in history:
         assert 0 <= h["val_miou"] <= 1 and h["val_loss"] > 0 and h["train_loss"] > 0

@@ -2,9 +2,23 @@
 
 - :mod:`edu_seg.viz.palette`: one colour per class, shared by every plot (``colorize``).
 - :mod:`edu_seg.viz.training`: loss/mIoU curves, prediction grids, the confusion matrix.
+- :mod:`edu_seg.viz.conv_anim`: conv / dilated / transposed-conv animations from the kernels'
+  index maps.
+- :mod:`edu_seg.viz.receptive_field`: theoretical and effective (gradient) receptive fields.
+- :mod:`edu_seg.viz.roi`: RoIPool's bins vs RoIAlign's sample points for one box.
+- :mod:`edu_seg.viz.segmentation`: masks over images with a legend; one scene as three tasks.
 """
+from .conv_anim import (animate_conv, animate_transposed_scatter, conv_index_map, show_step,
+                        show_transposed_views, transposed_scatter_map)
 from .palette import IGNORE_COLOR, PALETTE, colorize
-from .training import overlay, plot_confusion_matrix, plot_history, plot_predictions
+from .receptive_field import dilated_stack, layer_arithmetic, plot_receptive_fields, receptive_field
+from .roi import roi_sampling, roi_sampling_geometry
+from .segmentation import show_segmentation, show_tasks
+from .training import (overlay, plot_confusion_matrix, plot_history, plot_predictions,
+                       plot_run)
 
 __all__ = ["PALETTE", "IGNORE_COLOR", "colorize", "overlay", "plot_history", "plot_predictions",
-           "plot_confusion_matrix"]
+           "plot_confusion_matrix", "plot_run", "animate_conv", "animate_transposed_scatter",
+           "conv_index_map", "show_step", "show_transposed_views", "transposed_scatter_map",
+           "dilated_stack", "layer_arithmetic", "plot_receptive_fields", "receptive_field",
+           "roi_sampling", "roi_sampling_geometry", "show_segmentation", "show_tasks"]

@@ -4,6 +4,8 @@ Each function returns a matplotlib ``Figure`` (shown inline in Jupyter) and, giv
 writes it as a PNG. Figures are built with ``matplotlib.figure.Figure`` rather than ``pyplot``,
 so they work headless (the Agg canvas) without changing the process's matplotlib backend.
 """
+from pathlib import Path
+
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
@@ -157,3 +159,42 @@ def plot_confusion_matrix(matrix, class_names=None, path=None):
     ax.set(xlabel="prediction", ylabel="ground truth", title="confusion matrix (row-normalised)")
     fig.colorbar(image, ax=ax, fraction=0.046)
     return _save(fig, path)
+
+
+def plot_run(trainer, out_dir=None, num_examples=6):
+    """Write a training run's pictures: ``curves.png``, ``predictions.png``, ``confusion.png``.
+
+    Parameters
+    ----------
+    trainer : edu_seg.train.Trainer
+        After (or during) ``fit``: its history, model and validation data are drawn.
+    out_dir : str or Path, optional
+        Default: the trainer's ``out_dir``.
+    num_examples : int
+        Validation images in the prediction grid.
+
+    Returns
+    -------
+    dict
+        Name -> path of each file written.
+    """
+    from ..train import predict
+
+    out = Path(out_dir) if out_dir is not None else trainer.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"curves": out / "curves.png"}
+    plot_history(trainer.history, paths["curves"])
+    data = trainer.val_data if trainer.val_data is not None else trainer.train_data
+    samples = [data[i] for i in range(min(num_examples, len(data)))]
+    images = np.stack([s["image"] for s in samples])
+    masks = np.stack([s["mask"] for s in samples])
+    paths["predictions"] = out / "predictions.png"
+    plot_predictions(images, masks, predict(trainer.model, images), trainer.class_names,
+                     paths["predictions"])
+    if trainer.val_data is not None:
+        if trainer.val_scores is None:
+            trainer.val_scores = trainer.evaluate(trainer.val_data)
+        paths["confusion"] = out / "confusion.png"
+        plot_confusion_matrix(trainer.val_scores["confusion"].matrix, trainer.class_names,
+                              paths["confusion"])
+    return paths
