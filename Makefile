@@ -16,7 +16,7 @@ all: build
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "setuptools>=70" "Cython>=3" "numpy>=2"
+	$(PY) -m pip install --quiet "setuptools>=70" "Cython>=3" "numpy>=2" scipy
 	$(PY) -m pip install --quiet --no-build-isolation -e ".[test]"
 	touch $(STAMP)
 
