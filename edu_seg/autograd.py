@@ -250,15 +250,14 @@ class Tensor:
             raise ValueError(f"backward: grad has shape {grad.shape} but the tensor has "
                              f"shape {self.shape}")
         if self._node is None:  # a leaf: its gradient is grad itself
-            self._accumulate(grad)
+            self._accumulate(grad, owned=set())
             return
         _run_backward(self._node, self._output_index, grad)
 
-    def _accumulate(self, g):
+    def _accumulate(self, g, owned):
         if g.dtype != self.data.dtype:
             g = g.astype(self.data.dtype)
-        # out-of-place: g may be an array another op still holds (e.g. Add returns dy twice)
-        self.grad = g if self.grad is None else self.grad + g
+        self.grad = _sum_gradients(self.grad, g, owned, id(self))
 
     # ------------------------------------------------------------------------------ operators
     def __add__(self, other):
@@ -375,6 +374,24 @@ def _raw(x):
     return x.data if isinstance(x, Tensor) else x
 
 
+def _sum_gradients(total, g, owned, key):
+    """``total + g`` for gradients arriving at one slot (a leaf's .grad or a node's output).
+
+    The first gradient is kept as it is: it may be an array that an op still holds (``Add``
+    returns ``dy`` twice), so it must never be written to. The first sum makes a new array
+    that only this backward pass holds (its ``key`` goes into ``owned``); every later gradient
+    is added into that array in place, so a tensor feeding many consumers (a pyramid of
+    poolings, a DenseNet block's concatenations) costs one new array, not one per consumer.
+    """
+    if total is None:
+        return g
+    if key in owned:
+        total += g
+        return total
+    owned.add(key)
+    return total + g
+
+
 def _run_backward(root, root_index, root_grad):
     """Apply the chain rule to every node reachable from ``root``, each after all its consumers.
 
@@ -401,6 +418,7 @@ def _run_backward(root, root_index, root_grad):
 
     grads = {id(root): [None] * root.n_outputs}
     grads[id(root)][root_index] = root_grad
+    owned = set()  # gradient sums this pass created and may add into in place
     ready = [root]
     while ready:
         node = ready.pop()
@@ -421,11 +439,11 @@ def _run_backward(root, root_index, root_grad):
             if g is not None:
                 g = unbroadcast(g, t.shape)
                 if t._node is None:
-                    t._accumulate(g)
+                    t._accumulate(g, owned)
                     continue
                 slots = grads.setdefault(id(t._node), [None] * t._node.n_outputs)
                 i = t._output_index
-                slots[i] = g if slots[i] is None else slots[i] + g
+                slots[i] = _sum_gradients(slots[i], g, owned, (id(t._node), i))
             if t._node is not None:
                 consumers[id(t._node)] -= 1
                 if consumers[id(t._node)] == 0:

@@ -244,3 +244,20 @@ def test_gradcheck_reports_and_catches_a_wrong_gradient():
 def test_gradcheck_needs_an_input_requiring_grad():
     with pytest.raises(ValueError, match="no input has requires_grad"):
         gradcheck(lambda a: a * 2, [Tensor(np.ones(2))])
+
+
+def test_gradients_summed_in_place_never_touch_arrays_that_others_hold():
+    """Fan-out sums are accumulated in place, but only into arrays the engine itself created:
+    the caller's grad, a previous pass's .grad and arrays an op returned twice stay intact."""
+    x = Tensor(np.ones((2, 3)), requires_grad=True)
+    g0 = np.full((2, 3), 2.0)
+    y = x + x + x + x                      # Add returns dy for both inputs: shared arrays
+    y.backward(g0)
+    np.testing.assert_array_equal(x.grad, np.full((2, 3), 8.0))
+    np.testing.assert_array_equal(g0, np.full((2, 3), 2.0))
+    first = x.grad
+    h = x * 1.0                            # one non-leaf feeding four consumers
+    (h.sum() + h.mean() * 6.0 + (h * 2.0).sum() + h[0].sum()).backward()
+    # dh = 1 (sum) + 1 (mean·6 over 6 elements) + 2 (2h) = 4, plus 1 on row 0; added to 8
+    np.testing.assert_array_equal(x.grad, [[13.0, 13.0, 13.0], [12.0, 12.0, 12.0]])
+    np.testing.assert_array_equal(first, np.full((2, 3), 8.0))      # the old .grad untouched
