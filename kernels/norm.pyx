@@ -13,19 +13,16 @@ from cython.parallel cimport prange
 import numpy as np
 
 cdef extern from "openmp_info.h":
-    int omp_get_max_threads() nogil
+    # One thread for calls touching fewer than GRAIN elements, else all (see the header).
+    int _threads_for "edu_seg_threads_for"(long long n_elements) nogil
+    long long EDU_SEG_GRAIN
 
 ctypedef fused floating:
     float
     double
 
-cdef extern from "openmp_info.h":
-    # One thread for calls touching fewer than GRAIN elements, else all (see the header).
-    int _threads_for "edu_seg_threads_for"(long long n_elements) nogil
-    long long EDU_SEG_GRAIN
 
 GRAIN = EDU_SEG_GRAIN
-
 
 
 cdef inline void _shifted_sums(const floating* x, Py_ssize_t L, double k,

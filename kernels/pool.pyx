@@ -18,13 +18,13 @@ from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t
 from libc.string cimport memset
 
-cdef extern from "openmp_info.h":
-    int omp_get_max_threads() nogil
+from edu_seg._kernels.workspace import per_thread_rows
 
 cdef extern from "openmp_info.h":
     # One thread for calls touching fewer than GRAIN elements, else all (see the header).
     int _threads_for "edu_seg_threads_for"(long long n_elements) nogil
     long long EDU_SEG_GRAIN
+
 
 GRAIN = EDU_SEG_GRAIN
 
@@ -53,21 +53,6 @@ def adaptive_pool_bins(Py_ssize_t size, Py_ssize_t bins):
         start_[j] = (j * size) // bins                  # operands >= 0: C division is floor
         end_[j] = ((j + 1) * size + bins - 1) // bins
     return start, end
-
-
-
-def _workspace(length, dtype):
-    """One scratch row of ``length`` elements per OpenMP thread (row ``threadid()``).
-
-    Rows are kept a page (4 KiB) apart, and from whatever lies before the buffer, so two
-    threads never write near each other: the cores would keep stealing the cache lines from
-    each other ("false sharing"; the hardware also prefetches neighbouring lines). Measured on
-    2 threads of adaptive pooling: 64-byte gaps were slower than 1 thread, 128 bytes a partial
-    speed-up, 1 KiB and more the full one. A few KiB per thread is nothing to pay for that.
-    """
-    gap = 4096 // np.dtype(dtype).itemsize
-    buffer = np.empty(gap + omp_get_max_threads() * (length + gap), dtype=dtype)
-    return buffer[gap:].reshape(omp_get_max_threads(), length + gap)
 
 
 cdef inline bint _beats(floating v, floating best) noexcept nogil:
@@ -316,7 +301,7 @@ def avg_pool2d_backward(dy, x_shape, kernel_size, stride, padding, ceil_mode, co
     _avg_pool2d_backward_planes(dy.reshape(N * C, OH, OW), dx.reshape(N * C, H, W),
                                 _avg_divisors(H, OH, KH, SH, PH, count_include_pad),
                                 _avg_divisors(W, OW, KW, SW, PW, count_include_pad),
-                                ow_lo, ow_hi, KH, KW, SH, SW, PH, PW, _workspace(OW, dy.dtype),
+                                ow_lo, ow_hi, KH, KW, SH, SW, PH, PW, per_thread_rows(OW, dy.dtype),
                                 _threads_for(dy.size + dx.size))
     return dx
 
@@ -359,7 +344,7 @@ def adaptive_avg_pool2d_forward(x, output_hw):
     w0, w1 = adaptive_pool_bins(W, OW)
     y = np.empty((N, C, OH, OW), dtype=x.dtype)
     _adaptive_avg_pool2d_planes(x.reshape(N * C, H, W), y.reshape(N * C, OH, OW), h0, h1, w0, w1,
-                                _workspace(W, x.dtype), _threads_for(x.size + y.size))
+                                per_thread_rows(W, x.dtype), _threads_for(x.size + y.size))
     return y
 
 
@@ -400,7 +385,7 @@ def adaptive_avg_pool2d_backward(dy, x_shape):
     w0, w1 = adaptive_pool_bins(W, OW)
     dx = np.empty((N, C, H, W), dtype=dy.dtype)
     _adaptive_avg_pool2d_backward_planes(dy.reshape(N * C, OH, OW), dx.reshape(N * C, H, W),
-                                         h0, h1, w0, w1, _workspace(W, dy.dtype),
+                                         h0, h1, w0, w1, per_thread_rows(W, dy.dtype),
                                          _threads_for(dy.size + dx.size))
     return dx
 

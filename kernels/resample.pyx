@@ -25,30 +25,15 @@ from libc.math cimport floorf
 from libc.stdint cimport int64_t
 from libc.string cimport memset
 
-cdef extern from "openmp_info.h":
-    int omp_get_max_threads() nogil
+from edu_seg._kernels.workspace import per_thread_rows
 
 cdef extern from "openmp_info.h":
     # One thread for calls touching fewer than GRAIN elements, else all (see the header).
     int _threads_for "edu_seg_threads_for"(long long n_elements) nogil
     long long EDU_SEG_GRAIN
 
+
 GRAIN = EDU_SEG_GRAIN
-
-
-
-def _workspace(length, dtype):
-    """One scratch block of ``length`` elements per OpenMP thread (row ``threadid()``).
-
-    Rows are kept a page (4 KiB) apart, and from whatever lies before the buffer, so two
-    threads never write near each other: the cores would keep stealing the cache lines from
-    each other ("false sharing"; the hardware also prefetches neighbouring lines). Measured on
-    2 threads of adaptive pooling: 64-byte gaps were slower than 1 thread, 128 bytes a partial
-    speed-up, 1 KiB and more the full one. A few KiB per thread is nothing to pay for that.
-    """
-    gap = 4096 // np.dtype(dtype).itemsize
-    buffer = np.empty(gap + omp_get_max_threads() * (length + gap), dtype=dtype)
-    return buffer[gap:].reshape(omp_get_max_threads(), length + gap)
 
 
 # ===================================================================================== tables
@@ -160,7 +145,7 @@ def interpolate_bilinear_forward(x, out_hw, align_corners, scales):
     w0, w1, b0, b1 = _linear_weights(W, OW, align_corners, sw, x.dtype)
     y = np.empty((N, C, OH, OW), dtype=x.dtype)
     _bilinear_planes(x.reshape(N * C, H, W), y.reshape(N * C, OH, OW),
-                     h0, h1, a0, a1, w0, w1, b0, b1, _workspace(H * OW, x.dtype),
+                     h0, h1, a0, a1, w0, w1, b0, b1, per_thread_rows(H * OW, x.dtype),
                      _threads_for(x.size + y.size))
     return y
 
@@ -224,7 +209,7 @@ def interpolate_bilinear_backward(dy, in_hw, align_corners, scales):
     w0, w1, b0, b1 = _linear_weights(W, OW, align_corners, sw, dy.dtype)
     dx = np.empty((N, C, H, W), dtype=dy.dtype)
     _bilinear_backward_planes(dy.reshape(N * C, OH, OW), dx.reshape(N * C, H, W),
-                              h0, h1, a0, a1, w0, w1, b0, b1, _workspace(H * OW, dy.dtype),
+                              h0, h1, a0, a1, w0, w1, b0, b1, per_thread_rows(H * OW, dy.dtype),
                               _threads_for(dy.size + dx.size))
     return dx
 

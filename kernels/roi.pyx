@@ -28,7 +28,9 @@ from libc.math cimport ceil, floor, round
 from libc.stdint cimport int64_t
 
 cdef extern from "openmp_info.h":
-    int omp_get_max_threads() nogil
+    # One thread for calls touching fewer than GRAIN elements, else all (see the header).
+    int _threads_for "edu_seg_threads_for"(long long n_elements) nogil
+    long long EDU_SEG_GRAIN
 
 # Keep C from fusing a*b + c into one FMA instruction: the NumPy reference rounds each
 # product separately, and we want the same bits.
@@ -42,13 +44,8 @@ cdef double LOWEST = -3.4028234663852886e38
 cdef enum:
     BAND_ROWS = 4
 
-cdef extern from "openmp_info.h":
-    # One thread for calls touching fewer than GRAIN elements, else all (see the header).
-    int _threads_for "edu_seg_threads_for"(long long n_elements) nogil
-    long long EDU_SEG_GRAIN
 
 GRAIN = EDU_SEG_GRAIN
-
 
 
 # ------------------------------------------------------------------------------- RoIAlign
