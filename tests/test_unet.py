@@ -5,7 +5,7 @@ import pytest
 import edu_seg
 from edu_seg import models, nn
 from edu_seg.autograd import Tensor
-from edu_seg.models.backbones import center_crop
+from edu_seg.models.blocks import center_crop
 from edu_seg.models.unet import UNet, UNetConfig, unet_valid_output_size
 from edu_seg.ops.loss import cross_entropy
 from edu_seg.optim import Adam

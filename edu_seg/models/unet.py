@@ -47,7 +47,8 @@ import dataclasses
 from .. import nn
 from ..autograd import cat
 from . import register
-from .backbones import ConvBNReLU, SegmentationModel, center_crop
+from .base import SegmentationModel
+from .blocks import ConvBNReLU, center_crop
 
 __all__ = ["UNet", "UNetConfig", "unet_valid_output_size"]
 

@@ -7,11 +7,12 @@ containers, layers and weight initialisation (``edu_seg.nn.init``).
 from . import init
 from .batchnorm import BatchNorm2d
 from .layers import (AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, Conv2d, ConvTranspose2d,
-                     Dropout, Dropout2d, Identity, LeakyReLU, MaxPool2d, MaxUnpool2d,
-                     PixelShuffle, ReLU, Sigmoid, Upsample)
-from .module import Module, ModuleList, Parameter, Sequential, StateDictError
+                     Dropout, Dropout2d, Identity, LeakyReLU, Linear, MaxPool2d, MaxUnpool2d,
+                     PixelShuffle, ReLU, ReLU6, Sigmoid, Upsample)
+from .module import Module, ModuleDict, ModuleList, Parameter, Sequential, StateDictError
 
-__all__ = ["init", "Module", "Parameter", "Sequential", "ModuleList", "StateDictError",
-           "Conv2d", "ConvTranspose2d", "BatchNorm2d", "ReLU", "LeakyReLU", "Sigmoid",
+__all__ = ["init", "Module", "Parameter", "Sequential", "ModuleList", "ModuleDict",
+           "StateDictError", "Conv2d", "ConvTranspose2d", "Linear", "BatchNorm2d", "ReLU",
+           "ReLU6", "LeakyReLU", "Sigmoid",
            "Dropout", "Dropout2d", "MaxPool2d", "MaxUnpool2d", "AvgPool2d", "AdaptiveAvgPool2d",
            "AdaptiveMaxPool2d", "Upsample", "PixelShuffle", "Identity"]

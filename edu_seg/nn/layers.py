@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from ..ops.activations import relu, sigmoid
+from ..ops.activations import relu, relu6, sigmoid
 from ..ops.conv import conv2d, conv_transpose2d
 from ..ops.misc import dropout, dropout2d, leaky_relu
 from ..ops.pool import (adaptive_avg_pool2d, adaptive_max_pool2d, avg_pool2d, max_pool2d,
@@ -18,7 +18,7 @@ from ..ops.resample import interpolate, pixel_shuffle
 from . import init
 from .module import Module, Parameter
 
-__all__ = ["Conv2d", "ConvTranspose2d", "ReLU", "LeakyReLU", "Sigmoid", "Dropout", "Dropout2d",
+__all__ = ["Conv2d", "ConvTranspose2d", "Linear", "ReLU", "ReLU6", "LeakyReLU", "Sigmoid", "Dropout", "Dropout2d",
            "MaxPool2d", "MaxUnpool2d", "AvgPool2d", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d",
            "Upsample", "PixelShuffle", "Identity"]
 
@@ -366,3 +366,48 @@ class PixelShuffle(Module):
 
     def extra_repr(self):
         return f"upscale_factor={self.upscale_factor}"
+
+
+class ReLU6(Module):
+    """min(max(x, 0), 6), elementwise (MobileNetV2's activation)."""
+
+    def forward(self, x):
+        return relu6(x)
+
+
+class Linear(Module):
+    """Fully connected layer: ``y = x Wᵀ + b`` over the last axis (``torch.nn.Linear``).
+
+    Parameters
+    ----------
+    in_features, out_features : int
+    bias : bool
+
+    Attributes
+    ----------
+    weight : Parameter of shape (out_features, in_features)
+    bias : Parameter of shape (out_features,) or None
+
+    Shapes: x (*, in_features) -> y (*, out_features). A classifier's last layer; FCN turns
+    it into a convolution with the same weights (a Linear over C·k·k inputs IS a k×k conv).
+    """
+
+    def __init__(self, in_features, out_features, bias=True):
+        super().__init__()
+        _check_channels("Linear", in_features, out_features, 1)
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = Parameter(np.empty((out_features, in_features), np.float32))
+        self.bias = Parameter(np.empty(out_features, np.float32)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        """PyTorch's default: U(±1/√in_features) for weight and bias."""
+        _reset_conv(self, self.in_features)
+
+    def forward(self, x):
+        y = x @ self.weight.transpose(0, 1)          # (*, out_features)
+        return y if self.bias is None else y + self.bias
+
+    def extra_repr(self):
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}")

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..autograd import Tensor
 
-__all__ = ["Parameter", "Module", "Sequential", "ModuleList", "StateDictError"]
+__all__ = ["Parameter", "Module", "Sequential", "ModuleList", "ModuleDict", "StateDictError"]
 
 
 class Parameter(Tensor):
@@ -80,6 +80,7 @@ class Module:
         object.__setattr__(self, "_buffers", OrderedDict())
         object.__setattr__(self, "_modules", OrderedDict())
         object.__setattr__(self, "training", True)
+        object.__setattr__(self, "_forward_hooks", OrderedDict())
 
     # ------------------------------------------------------------------------- registration
     def __setattr__(self, name, value):
@@ -306,7 +307,42 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} must define forward()")
 
     def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
+        y = self.forward(*args, **kwargs)
+        for hook in tuple(self._forward_hooks.values()):
+            hook(self, args, y)
+        return y
+
+    def register_forward_hook(self, hook):
+        """Call ``hook(module, args, output)`` after every forward of this module.
+
+        Tools that watch a model without changing it use hooks: :func:`edu_seg.models.summary`
+        records each layer's output shape and FLOPs this way. Returns a handle whose
+        ``remove()`` unregisters the hook.
+        """
+        key = object()
+        self._forward_hooks[key] = hook
+        return _HookHandle(self._forward_hooks, key)
+
+    # ------------------------------------------------------------------- layer declarations
+    def flops(self, x, y):
+        """FLOPs of one call of this layer with input array ``x`` and output array ``y``.
+
+        One multiply-add counts as 2 FLOPs. Each layer type that computes something declares
+        its own count by overriding this method (a container returns None: its children are
+        counted); None means "not known", and the summary shows ``-``.
+        """
+        return None
+
+    def window(self):
+        """How this layer maps input pixels to output pixels, for receptive-field arithmetic.
+
+        Returns ``(kernel, stride, padding, dilation)``, each an ``(int, int)`` pair, for a
+        layer that slides a window over its input (convolutions, poolings; a pointwise layer
+        such as ReLU or batch norm is the window ``(1, 1)`` with stride 1), or None for a layer
+        whose output pixel is not a single window of its input (a transposed conv, a
+        resampling, a container).
+        """
+        return None
 
     # ------------------------------------------------------------------------------- repr
     def extra_repr(self):
@@ -371,6 +407,16 @@ class Sequential(Module):
         return x
 
 
+class _HookHandle:
+    """What :meth:`Module.register_forward_hook` returns: ``remove()`` unregisters the hook."""
+
+    def __init__(self, hooks, key):
+        self._hooks, self._key = hooks, key
+
+    def remove(self):
+        self._hooks.pop(self._key, None)
+
+
 class ModuleList(Module):
     """A list of modules whose parameters are registered (a plain list would hide them).
 
@@ -412,3 +458,47 @@ class ModuleList(Module):
 
     def forward(self, *args, **kwargs):
         raise NotImplementedError("ModuleList has no forward: iterate over it in yours")
+
+
+class ModuleDict(Module):
+    """A dict of named modules whose parameters are registered (``torch.nn.ModuleDict``).
+
+    Use it for named branches, e.g. the heads of a multi-task model or the stages of a
+    backbone keyed by their output stride (keys are strings: ``heads["aux"]``).
+    """
+
+    def __init__(self, modules=None):
+        super().__init__()
+        for name, m in dict(modules or {}).items():
+            self[name] = m
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules)
+
+    def __contains__(self, name):
+        return name in self._modules
+
+    def __getitem__(self, name):
+        return self._modules[name]
+
+    def __setitem__(self, name, module):
+        if not isinstance(name, str):
+            raise TypeError(f"ModuleDict: keys must be strings, got {name!r}")
+        if not isinstance(module, Module):
+            raise TypeError(f"ModuleDict: can only hold Modules, got {type(module).__name__}")
+        setattr(self, name, module)
+
+    def keys(self):
+        return self._modules.keys()
+
+    def values(self):
+        return self._modules.values()
+
+    def items(self):
+        return self._modules.items()
+
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError("ModuleDict has no forward: pick its modules in yours")
