@@ -31,9 +31,6 @@ DEMO = {
     "epochs": 5, "batch_size": 16, "lr": 3e-3, "optimizer": "adam", "out": "runs/demo",
 }
 
-#: Model hyper-parameters ``train`` uses unless ``--model-config`` says otherwise (small enough
-#: for a CPU; the paper's U-Net is depth 4, width 64).
-MODEL_DEFAULTS = {"unet": {"depth": 3, "base_width": 16}}
 
 
 # ------------------------------------------------------------------------------------- data
@@ -105,6 +102,9 @@ def cmd_models(args):
                            else f.name for f in dataclasses.fields(cls.config_class))
         print(f"{name:10s} {summary}")
         print(f"{'':10s} config: {fields}")
+        for preset, values in cls.presets.items():
+            print(f"{'':10s} preset {preset}: "
+                  + ", ".join(f"{k}={v!r}" for k, v in values.items()))
     return 0
 
 
@@ -120,9 +120,8 @@ def run_training(model_name, model_config, data, epochs, batch_size, lr, out, op
                                          seed)
     n_classes = len(train_set.class_names)
     info["class_colors"] = _class_colours(train_set)
-    config = {**MODEL_DEFAULTS.get(model_name, {}), **model_config}
     seed_everything(seed)
-    model = models.create(model_name, num_classes=n_classes, **config)
+    model = models.create(model_name, num_classes=n_classes, **model_config)
     trainer = Trainer(model, train_set, val_set,
                       TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr,
                                   optimizer=optimizer, weight_decay=weight_decay,

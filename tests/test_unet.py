@@ -122,9 +122,9 @@ def test_registry():
         models.create("unet", num_classes=2, widht=3)
     with pytest.raises(ValueError, match="missing required config field.*num_classes"):
         models.create("unet")
-    with pytest.raises(ValueError, match="padding must be 'same' or 'valid'"):
+    with pytest.raises(ValueError, match="padding must be one of 'same', 'valid', got 'full'"):
         models.create("unet", num_classes=2, padding="full")
-    with pytest.raises(ValueError, match="depth must be a positive int"):
+    with pytest.raises(ValueError, match="depth must be an int >= 1, got 0"):
         models.create("unet", num_classes=2, depth=0)
 
 

@@ -12,7 +12,8 @@ Every registered model is a :class:`~edu_seg.models.backbones.SegmentationModel`
 """
 import dataclasses
 
-__all__ = ["register", "create", "available", "get_model_class", "summary"]
+__all__ = ["register", "create", "presets", "available", "get_model_class", "summary",
+           "SegmentationModel", "InstanceSegmentationModel"]
 
 _REGISTRY = {}
 
@@ -45,23 +46,38 @@ def get_model_class(name):
     return _REGISTRY[name]
 
 
-def create(name, **config):
-    """Build the model registered as ``name`` from keyword hyper-parameters.
+def create(name, preset=None, **config):
+    """Build the model registered as ``name``; with no config it is the small CPU version.
 
     Parameters
     ----------
     name : str
         One of :func:`available`.
+    preset : str, optional
+        A named config of the model (``presets(name)`` lists them, e.g. ``"paper"``); the
+        keyword fields below override it.
     **config
         Fields of the model's config dataclass (e.g. ``num_classes=4, depth=3`` for U-Net).
 
     Raises
     ------
     ValueError
-        Unknown model name, or an unknown or invalid config field (the message lists the
-        accepted fields).
+        Unknown model name or preset, or an unknown, missing or invalid config field (the
+        message lists the accepted fields).
+
+    Examples
+    --------
+    >>> create("unet", num_classes=4).config.base_width          # the small default
+    16
+    >>> create("unet", num_classes=4, preset="paper").config.base_width
+    64
     """
     cls = get_model_class(name)
+    if preset is not None:
+        if preset not in cls.presets:
+            raise ValueError(f"create({name!r}): unknown preset {preset!r}; {name} has "
+                             f"{', '.join(map(repr, cls.presets)) or 'no presets'}")
+        config = {**cls.presets[preset], **config}
     fields = {f.name: f for f in dataclasses.fields(cls.config_class)}
     unknown = sorted(set(config) - set(fields))
     if unknown:
@@ -75,5 +91,11 @@ def create(name, **config):
     return cls(cls.config_class(**config))
 
 
+def presets(name):
+    """The named presets of model ``name``: a dict of preset name -> config fields."""
+    return dict(get_model_class(name).presets)
+
+
+from .base import InstanceSegmentationModel, SegmentationModel  # noqa: E402
 from .summary import summary  # noqa: E402
 from . import unet  # noqa: E402,F401  (registers "unet")
