@@ -20,6 +20,17 @@ Conventions
   (:func:`unbroadcast`), so an op's ``backward`` may return a gradient of the output's shape.
 - Reductions and joins take ``axis`` and ``keepdims`` like NumPy (PyTorch calls them ``dim``,
   ``keepdim``).
+- ``.grad`` is always a fresh, writable array that belongs to its tensor alone (never a view of
+  an op's array, never shared with another tensor), so an optimiser may read it freely and a
+  learner may change it without touching anything else.
+- Memory: each node drops the arrays it saved, and its links to its inputs, as soon as its
+  backward has run, so after ``loss.backward()`` the activations are freed even while ``loss``
+  is still referenced.
+- In-place changes: a tensor counts its in-place changes (``_version``, bumped by ``add_``,
+  ``sub_``, ``mul_``, ``copy_``, which the optimisers and ``load_state_dict`` use). If an
+  array that an op saved for backward was changed in place after the forward pass, backward
+  raises a ``RuntimeError`` naming the op instead of returning a silently wrong gradient
+  (PyTorch's version counter). Writing into ``t.data`` directly bypasses the counter.
 """
 import contextlib
 import threading
@@ -101,13 +112,49 @@ class Context:
 class _Node:
     """One recorded call of a Function: what to call backward on and where gradients go."""
 
-    __slots__ = ("function", "ctx", "inputs", "n_outputs", "__weakref__")
+    __slots__ = ("function", "ctx", "inputs", "n_outputs", "saved_versions", "__weakref__")
 
-    def __init__(self, function, ctx, inputs, n_outputs):
+    def __init__(self, function, ctx, inputs, n_outputs, saved_versions):
         self.function = function
         self.ctx = ctx
         self.inputs = inputs        # per positional input: the Tensor if it needs a grad, else None
         self.n_outputs = n_outputs
+        self.saved_versions = saved_versions  # (position, Tensor, version) of saved inputs
+
+    def check_versions(self):
+        """Raise if an input whose array this node saved was changed in place since forward."""
+        for position, tensor, version in self.saved_versions:
+            if tensor._version != version:
+                raise RuntimeError(
+                    f"backward: input {position} of {self.function.__name__} (shape "
+                    f"{tensor.shape}) was modified in place after the forward pass saved it "
+                    f"(version {version} -> {tensor._version}); its gradient would be computed "
+                    f"from the new values and be wrong. Run the forward pass again after the "
+                    f"change (e.g. call optimizer.step() only after backward), or change a copy")
+
+    def free(self):
+        """Drop what backward needed: saved arrays and links to the inputs (their memory)."""
+        self.ctx = None
+        self.inputs = ()
+        self.saved_versions = ()
+
+
+def _is_array(v):
+    return isinstance(v, np.ndarray) or type(v).__module__.startswith("cupy")
+
+
+def _saved_versions(args, ctx):
+    """(position, Tensor, version) for each Tensor input whose array ``forward`` kept in ctx.
+
+    Only those matter: an op that saved nothing of an input (Add) gives the right gradient
+    whatever later happens to that input.
+    """
+    saved = [a for a in ctx.saved_tensors if _is_array(a)]
+    saved += [v for k, v in vars(ctx).items() if k != "saved_tensors" and _is_array(v)]
+    if not saved:
+        return ()
+    return tuple((i, a, a._version) for i, a in enumerate(args) if isinstance(a, Tensor)
+                 and any(s is a.data or getattr(s, "base", None) is a.data for s in saved))
 
 
 class Function:
@@ -146,7 +193,7 @@ class Function:
         node = None
         if track:
             inputs = tuple(a if need else None for a, need in zip(args, needs))
-            node = _Node(cls, ctx, inputs, len(outputs))
+            node = _Node(cls, ctx, inputs, len(outputs), _saved_versions(args, ctx))
         wrapped = []
         for i, o in enumerate(outputs):
             t = Tensor(o)
@@ -176,7 +223,8 @@ class Tensor:
     array([2., 4., 6.], dtype=float32)
     """
 
-    __slots__ = ("data", "grad", "requires_grad", "_node", "_output_index", "__weakref__")
+    __slots__ = ("data", "grad", "requires_grad", "_node", "_output_index", "_version",
+                 "__weakref__")
     __array_priority__ = 1000  # ndarray + Tensor -> Tensor.__radd__, not an object array
 
     def __init__(self, data, requires_grad=False):
@@ -188,6 +236,7 @@ class Tensor:
         self.grad = None
         self._node = None
         self._output_index = 0
+        self._version = 0           # in-place changes so far (see add_, copy_)
 
     # ------------------------------------------------------------------ array-like properties
     shape = property(lambda self: self.data.shape, doc="Shape of the data, a tuple.")
@@ -255,9 +304,42 @@ class Tensor:
         _run_backward(self._node, self._output_index, grad)
 
     def _accumulate(self, g, owned):
-        if g.dtype != self.data.dtype:
-            g = g.astype(self.data.dtype)
-        self.grad = _sum_gradients(self.grad, g, owned, id(self))
+        """Add ``g`` into ``.grad``, which stays an array that this tensor alone owns."""
+        if self.grad is not None and id(self) not in owned:
+            # .grad from an earlier backward pass: the user may hold that array; add into a
+            # new one instead of writing to it.
+            self.grad = _dense(self.grad, self.data.dtype, copy=True)
+            owned.add(id(self))
+        if self.grad is None:
+            self.grad = _dense(g, self.data.dtype, copy=True)
+            owned.add(id(self))
+        else:
+            _add_into(self.grad, g)
+
+    # ------------------------------------------------------------------------ in-place updates
+    def _changed_in_place(self):
+        self._version += 1
+        return self
+
+    def add_(self, other):
+        """In place: ``self.data += other``; counts as an in-place change (see module doc)."""
+        self.data += _raw(other)
+        return self._changed_in_place()
+
+    def sub_(self, other):
+        """In place: ``self.data -= other`` (an optimiser's step)."""
+        self.data -= _raw(other)
+        return self._changed_in_place()
+
+    def mul_(self, other):
+        """In place: ``self.data *= other`` (AdamW's weight decay)."""
+        self.data *= _raw(other)
+        return self._changed_in_place()
+
+    def copy_(self, src):
+        """In place: copy ``src`` into ``self.data`` (cast to its dtype; loading, initialising)."""
+        self.data[...] = _raw(src)
+        return self._changed_in_place()
 
     # ------------------------------------------------------------------------------ operators
     def __add__(self, other):
@@ -374,22 +456,69 @@ def _raw(x):
     return x.data if isinstance(x, Tensor) else x
 
 
+class IndexedGradient:
+    """The gradient of ``x[index]`` with respect to ``x``, kept sparse until it is needed.
+
+    It is zero except at ``x[index]``, where it is ``values``. A model that slices one tensor
+    many times (the channel groups of a DenseNet or ShuffleNet block) would otherwise
+    allocate a full-size zero array per slice; the engine instead adds each slice's values
+    into ONE array for that tensor (:func:`_sum_gradients`), and makes a dense array only
+    when a node or a leaf needs it.
+    """
+
+    __slots__ = ("shape", "dtype", "index", "values")
+
+    def __init__(self, shape, dtype, index, values):
+        self.shape, self.dtype, self.index, self.values = tuple(shape), dtype, index, values
+
+    def add_into(self, total):
+        if _is_basic_index(self.index):
+            total[self.index] += self.values
+        else:  # an integer array may pick one element several times: gradients must add
+            _xp(total).add.at(total, self.index, self.values)
+
+    def dense(self, dtype=None):
+        total = _xp(self.values).zeros(self.shape, dtype=dtype or self.dtype)
+        self.add_into(total)
+        return total
+
+
+def _dense(g, dtype, copy=False):
+    """``g`` as an ordinary array of ``dtype``; a new, writable one if ``copy``."""
+    if isinstance(g, IndexedGradient):
+        return g.dense(dtype)
+    return _xp(g).array(g, dtype=dtype, copy=True) if copy or g.dtype != dtype else g
+
+
+def _add_into(total, g):
+    if isinstance(g, IndexedGradient):
+        g.add_into(total)
+    else:
+        total += g
+
+
 def _sum_gradients(total, g, owned, key):
-    """``total + g`` for gradients arriving at one slot (a leaf's .grad or a node's output).
+    """``total + g`` for gradients arriving at a node's output slot ``key``.
 
     The first gradient is kept as it is: it may be an array that an op still holds (``Add``
     returns ``dy`` twice), so it must never be written to. The first sum makes a new array
     that only this backward pass holds (its ``key`` goes into ``owned``); every later gradient
     is added into that array in place, so a tensor feeding many consumers (a pyramid of
-    poolings, a DenseNet block's concatenations) costs one new array, not one per consumer.
+    poolings, a DenseNet block's concatenations, many slices) costs one new array, not one per
+    consumer.
     """
     if total is None:
         return g
-    if key in owned:
-        total += g
-        return total
-    owned.add(key)
-    return total + g
+    if key not in owned:
+        owned.add(key)
+        if isinstance(total, IndexedGradient):
+            total = total.dense()
+        elif isinstance(g, IndexedGradient):
+            total = _xp(total).array(total, copy=True)
+        else:
+            return total + g
+    _add_into(total, g)
+    return total
 
 
 def _run_backward(root, root_index, root_grad):
@@ -398,18 +527,22 @@ def _run_backward(root, root_index, root_grad):
     Kahn's algorithm: count, for each node, how many later nodes feed it gradient; a node runs
     once that count drops to zero, so its output gradients are complete when it runs.
     """
+    freed = RuntimeError("backward: this graph was already backpropagated and freed; "
+                         "recompute the forward pass")
+    if root.ctx is None:
+        raise freed
     consumers = {id(root): 0}
     nodes = {id(root): root}
     stack = [root]
     while stack:  # discover the graph and count the edges into each node
         node = stack.pop()
+        node.check_versions()
         for t in node.inputs:
             if t is None or t._node is None:
                 continue
             child = t._node
             if child.ctx is None:
-                raise RuntimeError("backward: this graph was already backpropagated and freed; "
-                                   "recompute the forward pass")
+                raise freed
             if id(child) not in nodes:
                 nodes[id(child)] = child
                 consumers[id(child)] = 0
@@ -426,18 +559,21 @@ def _run_backward(root, root_index, root_grad):
         if dys is None or all(d is None for d in dys):
             input_grads = (None,) * len(node.inputs)  # nothing flows here; just release it
         else:
+            dys = [d.dense() if isinstance(d, IndexedGradient) else d for d in dys]
             input_grads = node.function.backward(node.ctx, *dys)
             if not isinstance(input_grads, tuple):
                 input_grads = (input_grads,)
             if len(input_grads) != len(node.inputs):
                 raise RuntimeError(f"{node.function.__name__}.backward returned "
                                    f"{len(input_grads)} gradients for {len(node.inputs)} inputs")
-        node.ctx = None  # free saved arrays as soon as they are used
-        for t, g in zip(node.inputs, input_grads):
+        inputs = node.inputs
+        node.free()  # saved arrays and input links go as soon as they are used
+        for t, g in zip(inputs, input_grads):
             if t is None:
                 continue
             if g is not None:
-                g = unbroadcast(g, t.shape)
+                if not isinstance(g, IndexedGradient):
+                    g = unbroadcast(g, t.shape)
                 if t._node is None:
                     t._accumulate(g, owned)
                     continue
@@ -567,11 +703,12 @@ class MatMul(Function):
         a, b = ctx.saved_tensors
         # Promote 1-D operands to matrices the way @ does, so one formula covers every case:
         # dA = dY Bᵀ,  dB = Aᵀ dY.
+        # (For 1-D @ 1-D the output is a scalar and dy has shape (): it becomes (1, 1).)
         a2 = a[None, :] if a.ndim == 1 else a
         b2 = b[:, None] if b.ndim == 1 else b
         dy2 = dy
         if a.ndim == 1:
-            dy2 = dy2[..., None, :]
+            dy2 = _xp(dy2).expand_dims(dy2, -1 if b.ndim == 1 else -2)
         if b.ndim == 1:
             dy2 = dy2[..., None]
         da = db = None
@@ -764,13 +901,7 @@ class GetItem(Function):
 
     @staticmethod
     def backward(ctx, dy):
-        xp = _xp(dy)
-        dx = xp.zeros(ctx.shape, dtype=ctx.dtype)
-        if _is_basic_index(ctx.index):
-            dx[ctx.index] = dy
-        else:  # an integer array may pick one element several times: gradients must add
-            xp.add.at(dx, ctx.index, dy)
-        return dx
+        return IndexedGradient(ctx.shape, ctx.dtype, ctx.index, dy)
 
 
 class Cat(Function):

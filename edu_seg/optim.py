@@ -11,8 +11,9 @@ parameter against its gradient::
         opt.step()              # p.data updated in place
         sched.step()            # lr for the next iteration
 
-Updates are written into ``p.data`` in place; ``p.grad`` is only read (the autograd may share
-one gradient array between tensors, so changing it would corrupt another's). Parameters whose
+Updates are written into the parameters in place with ``p.sub_``/``p.mul_``, which count as
+in-place changes: a graph built before ``step()`` then refuses to backpropagate with the new
+weights instead of giving a wrong gradient. ``p.grad`` is only read. Parameters whose
 ``grad`` is None (frozen, or unused by the loss) are skipped, as in PyTorch.
 
 Both optimisers and schedulers have ``state_dict()``/``load_state_dict()``, so a training run
@@ -193,7 +194,7 @@ class SGD(Optimizer):
                 buf *= mu
                 buf += (1 - group["dampening"]) * g
             g = g + mu * buf if group["nesterov"] else buf
-        p.data -= p.dtype.type(group["lr"]) * g
+        p.sub_(p.dtype.type(group["lr"]) * g)
 
 
 class Adam(Optimizer):
@@ -237,7 +238,7 @@ class Adam(Optimizer):
         lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], \
             group["weight_decay"]
         if self.decoupled:
-            p.data *= p.dtype.type(1 - lr * wd)        # AdamW: shrink the weights directly
+            p.mul_(p.dtype.type(1 - lr * wd))          # AdamW: shrink the weights directly
             g = grad
         else:
             g = _with_weight_decay(p, grad, wd)
@@ -260,7 +261,7 @@ class Adam(Optimizer):
         bias_correction1 = 1 - beta1 ** t
         bias_correction2 = 1 - beta2 ** t
         denom = np.sqrt(v) / p.dtype.type(math.sqrt(bias_correction2)) + p.dtype.type(eps)
-        p.data -= p.dtype.type(lr / bias_correction1) * (m / denom)
+        p.sub_(p.dtype.type(lr / bias_correction1) * (m / denom))
 
 
 class AdamW(Adam):
@@ -340,9 +341,9 @@ class RMSprop(Optimizer):
             buf = state["momentum_buffer"]
             buf *= group["momentum"]
             buf += g / avg
-            p.data -= lr * buf
+            p.sub_(lr * buf)
         else:
-            p.data -= lr * (g / avg)
+            p.sub_(lr * (g / avg))
 
 
 # ========================================================================== LR schedules

@@ -47,7 +47,8 @@ def test_unary(name):
 
 
 @pytest.mark.parametrize("shapes", [((3, 4), (4, 5)), ((2, 3, 4), (4, 5)), ((4,), (4, 5)),
-                                    ((3, 4), (4,)), ((2, 1, 3, 4), (5, 4, 2))])
+                                    ((3, 4), (4,)), ((2, 1, 3, 4), (5, 4, 2)), ((4,), (4,)),
+                                    ((4,), (2, 4, 3)), ((2, 3, 4), (4,))])
 def test_matmul(shapes):
     gradcheck(lambda a, b: a @ b, [t(*shapes[0]), t(*shapes[1])])
 
@@ -261,3 +262,138 @@ def test_gradients_summed_in_place_never_touch_arrays_that_others_hold():
     # dh = 1 (sum) + 1 (mean·6 over 6 elements) + 2 (2h) = 4, plus 1 on row 0; added to 8
     np.testing.assert_array_equal(x.grad, [[13.0, 13.0, 13.0], [12.0, 12.0, 12.0]])
     np.testing.assert_array_equal(first, np.full((2, 3), 8.0))      # the old .grad untouched
+
+
+# --------------------------------------------------------------------- engine guarantees
+def _conv_graph(seed=0):
+    """A small conv net whose loss is returned; weak references to two intermediate tensors."""
+    import weakref
+
+    from edu_seg import functional as F
+    g = np.random.default_rng(seed)
+    x = Tensor(g.standard_normal((2, 3, 8, 8)).astype(np.float32))
+    w1 = Tensor(g.standard_normal((4, 3, 3, 3)).astype(np.float32), requires_grad=True)
+    w2 = Tensor(g.standard_normal((2, 4, 3, 3)).astype(np.float32), requires_grad=True)
+    h = F.relu(F.conv2d(x, w1, padding=1))
+    y = F.conv2d(h, w2, padding=1)
+    loss = (y * y).mean()
+    return loss, (w1, w2), [weakref.ref(h), weakref.ref(y)]
+
+
+def test_backward_frees_activations_while_the_loss_is_still_referenced():
+    import gc
+    loss, _, refs = _conv_graph()
+    gc.collect()
+    assert all(r() is not None for r in refs)          # the graph holds them for backward
+    loss.backward()
+    gc.collect()
+    assert all(r() is None for r in refs), "activations outlived their backward"
+    with pytest.raises(RuntimeError, match="already backpropagated"):
+        loss.backward()
+
+
+def test_second_backward_of_a_loss_made_straight_from_leaves_is_refused():
+    a, b = t(3), t(3)
+    loss = (a * b).sum()
+    loss.backward()
+    with pytest.raises(RuntimeError, match="already backpropagated"):
+        loss.backward()
+
+
+def test_in_place_change_of_a_saved_input_is_detected_and_names_the_op():
+    from edu_seg.optim import SGD
+    loss, (w1, w2), _ = _conv_graph()
+    SGD([w1, w2], lr=0.1)
+    w2.sub_(0.5)                                       # e.g. an optimiser step too early
+    with pytest.raises(RuntimeError, match=r"input 1 of Conv2dFunction .*modified in place"):
+        loss.backward()
+
+
+def test_optimizer_step_between_forward_and_backward_is_detected():
+    from edu_seg.optim import Adam
+    loss, (w1, w2), _ = _conv_graph()
+    opt = Adam([w1, w2], lr=0.1)
+    for w in (w1, w2):
+        w.grad = np.ones_like(w.data)
+    opt.step()
+    with pytest.raises(RuntimeError, match="modified in place"):
+        loss.backward()
+
+
+def test_in_place_change_of_an_input_an_op_did_not_save_is_fine():
+    a, b = t(3), t(3)
+    y = (a + b).sum()                                  # Add saves neither input
+    a.add_(1.0)
+    y.backward()
+    np.testing.assert_array_equal(a.grad, np.ones(3))
+
+
+def test_in_place_methods_count_changes():
+    a = t(2)
+    assert a._version == 0
+    a.add_(1.0).sub_(1.0).mul_(2.0).copy_(np.zeros(2))
+    assert a._version == 4
+    np.testing.assert_array_equal(a.data, np.zeros(2))
+
+
+def test_grad_is_a_fresh_writable_array_owned_by_its_tensor():
+    a, b = t(2, 3), t(2, 3)
+    (a + b).sum().backward()                           # Add hands dy to both; sum broadcasts
+    for x in (a, b):
+        assert x.grad.flags.writeable and x.grad.flags.owndata
+    assert not np.shares_memory(a.grad, b.grad)
+    a.grad[...] = 7.0                                  # changing one touches nothing else
+    np.testing.assert_array_equal(b.grad, np.ones((2, 3)))
+    c = t(4)
+    g = np.ones(4)
+    c.backward(g)                                      # a leaf's own gradient is copied too
+    assert c.grad is not g and not np.shares_memory(c.grad, g)
+
+
+def test_backward_runs_on_the_backend_that_ran_the_forward(monkeypatch):
+    import edu_seg.reference.conv as reference_conv
+    calls = []
+    original = reference_conv.conv2d_backward_weight
+
+    def counting(*args):
+        calls.append(1)
+        return original(*args)
+
+    monkeypatch.setattr(reference_conv, "conv2d_backward_weight", counting)
+    with edu_seg.use_backend("numpy"):
+        loss, _, _ = _conv_graph()
+    loss.backward()                                    # outside the block: still NumPy
+    assert len(calls) == 2
+
+
+def test_many_slices_of_one_tensor_make_one_dense_gradient(monkeypatch):
+    from edu_seg.autograd import IndexedGradient
+    dense_calls = []
+    original = IndexedGradient.dense
+
+    def counting(self, dtype=None):
+        dense_calls.append(self.shape)
+        return original(self, dtype)
+
+    monkeypatch.setattr(IndexedGradient, "dense", counting)
+    x = t(2, 32, 5)
+    h = x * 1.0                                        # a non-leaf sliced 32 times
+    loss = sum((h[:, c] * float(c)).sum() for c in range(32))
+    loss.backward()
+    assert len(dense_calls) == 1                       # one full-size array, not 32
+    expected = np.broadcast_to(np.arange(32.0)[None, :, None], (2, 32, 5))
+    np.testing.assert_array_equal(x.grad, expected)
+
+
+def test_slices_mixed_with_other_consumers_and_repeated_indices():
+    x = t(4, 3)
+    h = x * 2.0
+    loss = h[1:3].sum() + (h * h).sum() + h[np.array([0, 0, 3])].sum() + h[:, 0].sum()
+    loss.backward()
+    expected = 2 * (2 * h.data)                        # d(h·h)/dx = 2h · 2
+    expected[1:3] += 2
+    expected[0] += 4                                   # row 0 picked twice
+    expected[3] += 2
+    expected[:, 0] += 2
+    np.testing.assert_allclose(x.grad, expected)
+    gradcheck(lambda a: (a[1:3] * a[np.array([0, 0, 3])][:2]).sum() + a[:, 0].sum(), [t(4, 3)])

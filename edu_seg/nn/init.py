@@ -55,8 +55,7 @@ def calculate_gain(nonlinearity, param=None):
 
 
 def _fill(w, values):
-    w.data[...] = values          # in place, cast to the weight's dtype
-    return w
+    return w.copy_(values)        # in place, cast to the weight's dtype
 
 
 def _rng(generator):

@@ -297,7 +297,7 @@ class Module:
             value = np.asarray(state[key])
             current = registry[name]
             if isinstance(current, Parameter):
-                current.data[...] = value      # in place: optimisers keep their references
+                current.copy_(value)           # in place: optimisers keep their references
             else:
                 registry[name] = value.astype(current.dtype, copy=True)
         return IncompatibleKeys(missing, unexpected)

@@ -211,12 +211,13 @@ class Conv2dFunction(Function):
         b = None if b is None else np.ascontiguousarray(b)
         ctx.save_for_backward(x, w)
         ctx.geometry = (stride, padding, dilation, groups)
-        return kernels("conv").conv2d_forward(x, w, b, stride, padding, dilation, groups)
+        ctx.K = kernels("conv")   # backward runs on the backend that ran forward
+        return ctx.K.conv2d_forward(x, w, b, stride, padding, dilation, groups)
 
     @staticmethod
     def backward(ctx, dy):
         x, w = ctx.saved_tensors
-        K = kernels("conv")
+        K = ctx.K
         dy = np.ascontiguousarray(dy, dtype=x.dtype)  # e.g. a broadcast view from .sum()
         dx = dw = db = None
         if ctx.needs_input_grad[0]:  # skipped for a network's first layer (x is the image)
@@ -237,13 +238,14 @@ class ConvTranspose2dFunction(Function):
         b = None if b is None else np.ascontiguousarray(b)
         ctx.save_for_backward(x, w)
         ctx.geometry = (stride, padding, dilation, groups)
-        return kernels("conv").conv_transpose2d_forward(x, w, b, stride, padding, output_padding,
-                                                        dilation, groups)
+        ctx.K = kernels("conv")   # backward runs on the backend that ran forward
+        return ctx.K.conv_transpose2d_forward(x, w, b, stride, padding, output_padding,
+                                              dilation, groups)
 
     @staticmethod
     def backward(ctx, dy):
         x, w = ctx.saved_tensors
-        K = kernels("conv")
+        K = ctx.K
         dy = np.ascontiguousarray(dy, dtype=x.dtype)
         dx = dw = db = None
         if ctx.needs_input_grad[0]:

@@ -158,12 +158,13 @@ class RoIAlignFunction(Function):
     def forward(ctx, x, *, rois, output_hw, spatial_scale, sampling_ratio, aligned):
         ctx.rois, ctx.x_shape = rois, x.shape
         ctx.options = (output_hw, spatial_scale, sampling_ratio, aligned)
-        return kernels("roi").roi_align_forward(np.ascontiguousarray(x), rois, *ctx.options)
+        ctx.K = kernels("roi")    # backward runs on the backend that ran forward
+        return ctx.K.roi_align_forward(np.ascontiguousarray(x), rois, *ctx.options)
 
     @staticmethod
     def backward(ctx, dy):
         dy = np.ascontiguousarray(dy, dtype=ctx.rois.dtype)
-        return kernels("roi").roi_align_backward(dy, ctx.rois, ctx.x_shape, *ctx.options)
+        return ctx.K.roi_align_backward(dy, ctx.rois, ctx.x_shape, *ctx.options)
 
 
 def roi_align(x, boxes, output_size, spatial_scale=1.0, sampling_ratio=-1, aligned=False):
@@ -237,15 +238,16 @@ class RoIPoolFunction(Function):
 
     @staticmethod
     def forward(ctx, x, *, rois, output_hw, spatial_scale):
-        y, argmax = kernels("roi").roi_pool_forward(np.ascontiguousarray(x), rois, output_hw,
-                                                    spatial_scale)
+        ctx.K = kernels("roi")    # backward runs on the backend that ran forward
+        y, argmax = ctx.K.roi_pool_forward(np.ascontiguousarray(x), rois, output_hw,
+                                           spatial_scale)
         ctx.rois, ctx.argmax, ctx.x_shape = rois, argmax, x.shape
         return y
 
     @staticmethod
     def backward(ctx, dy):
         dy = np.ascontiguousarray(dy, dtype=ctx.rois.dtype)
-        return kernels("roi").roi_pool_backward(dy, ctx.argmax, ctx.rois, ctx.x_shape)
+        return ctx.K.roi_pool_backward(dy, ctx.argmax, ctx.rois, ctx.x_shape)
 
 
 def roi_pool(x, boxes, output_size, spatial_scale=1.0):
