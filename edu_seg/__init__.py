@@ -27,3 +27,15 @@ from .ops.misc import manual_seed  # noqa: E402
 __all__ = ["Tensor", "Function", "no_grad", "is_grad_enabled", "cat", "stack", "pad",
            "gradcheck", "set_backend", "get_backend", "use_backend", "set_num_threads",
            "get_num_threads", "show_config", "manual_seed"]
+
+#: Sub-packages reachable as attributes after a plain ``import edu_seg``
+#: (``edu_seg.models.create(...)``). They are imported on first use, so ``import edu_seg``
+#: stays quick and does not load plotting libraries a script may never need.
+_SUBMODULES = ("functional", "nn", "optim", "models", "data", "metrics", "train", "viz")
+
+
+def __getattr__(name):
+    if name in _SUBMODULES:
+        import importlib
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module 'edu_seg' has no attribute {name!r}")

@@ -1,21 +1,22 @@
 """``summary(model, input_shape)``: what each layer outputs, how many parameters and FLOPs it has.
 
-How it sees the layers: for the length of one forward pass, ``nn.Module.__call__`` is
-replaced by a version that calls the original and records ``(module, input, output)`` for
-every leaf module (one without children). Nothing in the model is changed: the pass runs
-under ``no_grad`` in eval mode (so batch-norm running statistics are not updated) and the
-modes are restored afterwards.
+How it sees the layers: a forward hook (:meth:`nn.Module.register_forward_hook`) on every
+leaf module (one without children) records its output shape and asks the layer itself for its
+FLOPs (:meth:`nn.Module.flops`, which each layer type declares), so a new layer type needs no
+edit here. Nothing in the model is changed: the pass runs under ``no_grad`` in eval mode (so
+batch-norm running statistics are not updated), and the modes are restored and the hooks
+removed afterwards.
 
 FLOPs convention: one multiply-add counts as 2 FLOPs (so a conv costs
 ``2 * OH * OW * C_out * C_in/groups * KH * KW`` per image); an elementwise layer (batch norm
 in eval mode: 2; ReLU and friends: 1) and a pooling window (1 per input element it reads) are
-counted per element. Layers without a rule show ``-``.
+counted per element. Layers that do not declare a count show ``-``; arithmetic a model's
+``forward`` does outside any layer (adding two branches, a concatenation) is not counted.
 """
 import dataclasses
 
 import numpy as np
 
-from .. import nn
 from ..autograd import Tensor, no_grad
 
 __all__ = ["summary", "Summary"]
@@ -71,34 +72,6 @@ def _human(n):
     return str(n)
 
 
-def _pair(v):
-    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
-
-
-def _flops(module, x, y):
-    """FLOPs of one call of a leaf ``module`` with input ``x`` and output ``y`` (arrays)."""
-    if isinstance(module, nn.Conv2d):
-        w = module.weight.data                        # (C_out, C_in/g, KH, KW)
-        flops = 2 * y.size * int(np.prod(w.shape[1:]))
-        return flops + (y.size if getattr(module, "bias", None) is not None else 0)
-    if isinstance(module, nn.ConvTranspose2d):
-        w = module.weight.data                        # (C_in, C_out/g, KH, KW)
-        flops = 2 * x.size * int(np.prod(w.shape[1:]))  # every input pixel stamps a kernel
-        return flops + (y.size if getattr(module, "bias", None) is not None else 0)
-    if isinstance(module, nn.BatchNorm2d):
-        return 2 * y.size                             # y = x * scale + shift in eval mode
-    if isinstance(module, (nn.ReLU, nn.LeakyReLU, nn.Sigmoid)):
-        return y.size
-    if isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
-        kh, kw = _pair(module.kernel_size)
-        return y.size * kh * kw
-    if isinstance(module, nn.AdaptiveAvgPool2d):
-        return x.size
-    if isinstance(module, (nn.Identity, nn.Dropout, nn.Dropout2d)):
-        return 0
-    return None
-
-
 def summary(model, input_shape, dtype=np.float32):
     """A table of the layers of ``model``: output shape, parameters and FLOPs of each.
 
@@ -129,34 +102,34 @@ def summary(model, input_shape, dtype=np.float32):
         input_shape = (1,) + input_shape
     x = Tensor(np.random.default_rng(0).standard_normal(input_shape).astype(dtype))
 
-    names = {id(m): name for name, m in model.named_modules()}
     modes = {id(m): m.training for m in model.modules()}
     seen, rows = set(), []
-    original_call = nn.Module.__call__
 
-    def recording_call(module, *args, **kwargs):
-        y = original_call(module, *args, **kwargs)
-        if next(iter(module.children()), None) is None:  # a leaf: it does the computing
+    def record(name):
+        def hook(module, args, y):
             x_in = args[0].data if args and isinstance(args[0], Tensor) else None
-            y_out = y.data if isinstance(y, Tensor) else None
+            y_out = y[0] if isinstance(y, tuple) else y       # (values, indices) of a pool
+            y_out = y_out.data if isinstance(y_out, Tensor) else None
             first = id(module) not in seen
             seen.add(id(module))
             rows.append({
-                "name": names.get(id(module), "?") or type(module).__name__,
+                "name": name or type(module).__name__,
                 "type": type(module).__name__,
                 "output_shape": tuple(y_out.shape) if y_out is not None else "?",
                 "params": sum(p.size for p in module.parameters()) if first else None,
-                "flops": _flops(module, x_in, y_out) if y_out is not None else None,
+                "flops": module.flops(x_in, y_out) if y_out is not None else None,
             })
-        return y
+        return hook
 
+    handles = [m.register_forward_hook(record(name)) for name, m in model.named_modules()
+               if next(iter(m.children()), None) is None]
     model.eval()
-    nn.Module.__call__ = recording_call
     try:
         with no_grad():
             model(x)
     finally:
-        nn.Module.__call__ = original_call
+        for h in handles:
+            h.remove()
         for m in model.modules():
             m.training = modes[id(m)]
     return Summary(rows=rows, input_shape=input_shape,

@@ -83,6 +83,13 @@ class BatchNorm2d(Module):
                           training=self.training or not self.track_running_stats,
                           momentum=0.0 if momentum is None else momentum, eps=self.eps)
 
+    def flops(self, x, y):
+        """y = x · scale + shift per element once the statistics are known: 2 FLOPs."""
+        return 2 * y.size
+
+    def window(self):
+        return (1, 1), (1, 1), (0, 0), (1, 1)      # per pixel: no spatial extent
+
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
                 f"affine={self.affine}, track_running_stats={self.track_running_stats}")

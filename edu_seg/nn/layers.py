@@ -4,6 +4,12 @@ one differentiable op of :mod:`edu_seg.functional` in ``forward``.
 Constructor arguments, defaults, weight shapes, initialisation and ``repr`` follow PyTorch's
 ``torch.nn``, so a model written for one reads the same in the other (and the state-dict keys
 match). All layers work on (N, C, H, W) float32 (default) or float64 tensors.
+
+Each layer also declares two facts about itself, so that tools need no table of layer types
+(a new layer is counted as soon as it declares them): ``flops(x, y)``, the floating-point
+operations of one call (one multiply-add = 2 FLOPs), used by :func:`edu_seg.models.summary`;
+and ``window()``, the sliding window it applies (kernel, stride, padding, dilation), used by
+the receptive-field arithmetic of :mod:`edu_seg.viz.receptive_field`.
 """
 import math
 
@@ -40,6 +46,15 @@ def _check_channels(layer, in_channels, out_channels, groups):
     if in_channels % groups or out_channels % groups:
         raise ValueError(f"{layer}: groups={groups} must divide in_channels={in_channels} and "
                          f"out_channels={out_channels}")
+
+
+#: ``window()`` of a layer that acts on each pixel on its own (activations, dropout).
+POINTWISE_WINDOW = ((1, 1), (1, 1), (0, 0), (1, 1))
+
+
+def _bias_flops(layer, y):
+    """One add per output element if the layer has a bias."""
+    return y.size if getattr(layer, "bias", None) is not None else 0
 
 
 def _conv_repr(layer, extra_defaults):
@@ -124,6 +139,13 @@ class Conv2d(Module):
         return conv2d(x, self.weight, self.bias, stride=self.stride, padding=self.padding,
                       dilation=self.dilation, groups=self.groups)
 
+    def flops(self, x, y):
+        """2 · C_in/groups · KH · KW per output element (+1 for the bias)."""
+        return 2 * y.size * int(np.prod(self.weight.shape[1:])) + _bias_flops(self, y)
+
+    def window(self):
+        return self.kernel_size, self.stride, self.padding, self.dilation
+
     def extra_repr(self):
         return _conv_repr(self, [("padding", (0, 0)), ("dilation", (1, 1)), ("groups", 1)])
 
@@ -175,6 +197,10 @@ class ConvTranspose2d(Module):
                                 padding=self.padding, output_padding=self.output_padding,
                                 groups=self.groups, dilation=self.dilation)
 
+    def flops(self, x, y):
+        """Every input element stamps a C_out/groups · KH · KW kernel: 2 FLOPs per tap."""
+        return 2 * x.size * int(np.prod(self.weight.shape[1:])) + _bias_flops(self, y)
+
     def extra_repr(self):
         return _conv_repr(self, [("padding", (0, 0)), ("output_padding", (0, 0)),
                                  ("dilation", (1, 1)), ("groups", 1)])
@@ -185,6 +211,12 @@ class ReLU(Module):
 
     def forward(self, x):
         return relu(x)
+
+    def flops(self, x, y):
+        return y.size
+
+    def window(self):
+        return POINTWISE_WINDOW
 
 
 class LeakyReLU(Module):
@@ -197,6 +229,12 @@ class LeakyReLU(Module):
     def forward(self, x):
         return leaky_relu(x, self.negative_slope)
 
+    def flops(self, x, y):
+        return y.size
+
+    def window(self):
+        return POINTWISE_WINDOW
+
     def extra_repr(self):
         return f"negative_slope={self.negative_slope}"
 
@@ -207,12 +245,24 @@ class Sigmoid(Module):
     def forward(self, x):
         return sigmoid(x)
 
+    def flops(self, x, y):
+        return y.size
+
+    def window(self):
+        return POINTWISE_WINDOW
+
 
 class Identity(Module):
     """Returns its input: a placeholder where a block is optional (e.g. no norm layer)."""
 
     def forward(self, x):
         return x
+
+    def flops(self, x, y):
+        return 0
+
+    def window(self):
+        return POINTWISE_WINDOW
 
 
 class Dropout(Module):
@@ -228,6 +278,12 @@ class Dropout(Module):
 
     def forward(self, x):
         return dropout(x, self.p, self.training)
+
+    def flops(self, x, y):
+        return 0
+
+    def window(self):
+        return POINTWISE_WINDOW
 
     def extra_repr(self):
         return f"p={self.p}"
@@ -262,6 +318,17 @@ class MaxPool2d(Module):
                           dilation=self.dilation, ceil_mode=self.ceil_mode,
                           return_indices=self.return_indices)
 
+    def flops(self, x, y):
+        """One comparison per window element read."""
+        y = y[0] if isinstance(y, tuple) else y
+        kh, kw = _pair("MaxPool2d: kernel_size", self.kernel_size)
+        return y.size * kh * kw
+
+    def window(self):
+        return tuple(_pair(f"MaxPool2d: {name}", v) for name, v in (
+            ("kernel_size", self.kernel_size), ("stride", self.stride),
+            ("padding", self.padding), ("dilation", self.dilation)))
+
     def extra_repr(self):
         return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
                 f"dilation={self.dilation}, ceil_mode={self.ceil_mode}")
@@ -283,6 +350,9 @@ class MaxUnpool2d(Module):
         return max_unpool2d(x, indices, self.kernel_size, stride=self.stride,
                             padding=self.padding, output_size=output_size)
 
+    def flops(self, x, y):
+        return 0        # a scatter: it moves values, it computes nothing
+
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
@@ -302,6 +372,16 @@ class AvgPool2d(Module):
         return avg_pool2d(x, self.kernel_size, stride=self.stride, padding=self.padding,
                           ceil_mode=self.ceil_mode, count_include_pad=self.count_include_pad)
 
+    def flops(self, x, y):
+        """One add per window element read (the division is one more per output)."""
+        kh, kw = _pair("AvgPool2d: kernel_size", self.kernel_size)
+        return y.size * (kh * kw + 1)
+
+    def window(self):
+        return tuple(_pair(f"AvgPool2d: {name}", v) for name, v in (
+            ("kernel_size", self.kernel_size), ("stride", self.stride),
+            ("padding", self.padding))) + ((1, 1),)
+
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
@@ -317,6 +397,9 @@ class AdaptiveAvgPool2d(Module):
     def forward(self, x):
         return adaptive_avg_pool2d(x, self.output_size)
 
+    def flops(self, x, y):
+        return x.size   # every input element is added once (bins overlap by at most a row)
+
     def extra_repr(self):
         return f"output_size={self.output_size}"
 
@@ -330,6 +413,9 @@ class AdaptiveMaxPool2d(Module):
 
     def forward(self, x):
         return adaptive_max_pool2d(x, self.output_size, return_indices=self.return_indices)
+
+    def flops(self, x, y):
+        return x.size   # one comparison per input element
 
     def extra_repr(self):
         return f"output_size={self.output_size}"
@@ -346,6 +432,10 @@ class Upsample(Module):
     def forward(self, x):
         return interpolate(x, size=self.size, scale_factor=self.scale_factor, mode=self.mode,
                            align_corners=self.align_corners)
+
+    def flops(self, x, y):
+        """Bilinear: 4 multiply-adds per output element; nearest only copies."""
+        return 8 * y.size if self.mode == "bilinear" else 0
 
     def extra_repr(self):
         what = f"size={self.size}" if self.size is not None else \
@@ -364,6 +454,9 @@ class PixelShuffle(Module):
     def forward(self, x):
         return pixel_shuffle(x, self.upscale_factor)
 
+    def flops(self, x, y):
+        return 0        # a permutation of the elements
+
     def extra_repr(self):
         return f"upscale_factor={self.upscale_factor}"
 
@@ -373,6 +466,12 @@ class ReLU6(Module):
 
     def forward(self, x):
         return relu6(x)
+
+    def flops(self, x, y):
+        return y.size
+
+    def window(self):
+        return POINTWISE_WINDOW
 
 
 class Linear(Module):
@@ -407,6 +506,9 @@ class Linear(Module):
     def forward(self, x):
         y = x @ self.weight.transpose(0, 1)          # (*, out_features)
         return y if self.bias is None else y + self.bias
+
+    def flops(self, x, y):
+        return 2 * y.size * self.in_features + _bias_flops(self, y)
 
     def extra_repr(self):
         return (f"in_features={self.in_features}, out_features={self.out_features}, "

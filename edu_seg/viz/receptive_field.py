@@ -30,17 +30,6 @@ from ..autograd import Tensor
 __all__ = ["ReceptiveField", "receptive_field", "layer_arithmetic", "dilated_stack",
            "plot_receptive_fields"]
 
-# Layers that act on each pixel separately: they do not change the receptive field.
-_POINTWISE = (nn.ReLU, nn.LeakyReLU, nn.Sigmoid, nn.BatchNorm2d, nn.Dropout, nn.Dropout2d,
-              nn.Identity)
-# Layers with a sliding window: (kernel_size, stride, padding, dilation) attributes.
-_WINDOWED = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
-
-
-def _pair(v):
-    return (int(v), int(v)) if np.isscalar(v) else (int(v[0]), int(v[1]))
-
-
 def _leaves(model_or_layers):
     """The layers of a chain in order (nested Sequentials flattened); None if not a chain."""
     if isinstance(model_or_layers, (list, tuple, nn.Sequential)):
@@ -51,8 +40,8 @@ def _leaves(model_or_layers):
                 return None
             out += sub
         return out
-    if isinstance(model_or_layers, _POINTWISE + _WINDOWED):
-        return [model_or_layers]
+    if isinstance(model_or_layers, nn.Module) and model_or_layers.window() is not None:
+        return [model_or_layers]   # the layer declares its sliding window (nn.Module.window)
     return None                    # a general model (skips, branches): no simple arithmetic
 
 
@@ -62,8 +51,9 @@ def layer_arithmetic(layers):
     Parameters
     ----------
     layers : sequence of Modules, or a Sequential
+        Every layer must declare its sliding window (:meth:`edu_seg.nn.Module.window`):
         Conv2d, MaxPool2d and AvgPool2d change the field; activations, BatchNorm, Dropout and
-        Identity do not.
+        Identity declare a 1x1 window and do not.
 
     Returns
     -------
@@ -82,11 +72,7 @@ def layer_arithmetic(layers):
         return None, None, None
     size, jump, offset = np.ones(2, int), np.ones(2, int), np.zeros(2, int)
     for layer in leaves:
-        if isinstance(layer, _POINTWISE):
-            continue
-        k, s = np.array(_pair(layer.kernel_size)), np.array(_pair(layer.stride))
-        p = np.array(_pair(layer.padding))
-        d = np.array(_pair(getattr(layer, "dilation", 1)))   # AvgPool2d has none
+        k, s, p, d = (np.array(v) for v in layer.window())
         size += (d * (k - 1)) * jump       # each tap spans (k̂ - 1) previous-layer jumps
         offset -= p * jump                 # padding shifts the window up/left
         jump *= s
