@@ -6,6 +6,7 @@ containers, layers and weight initialisation (``edu_seg.nn.init``).
 """
 from . import init
 from .batchnorm import BatchNorm2d
+from .groupnorm import GroupNorm
 from .layers import (AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, Conv2d, ConvTranspose2d,
                      Dropout, Dropout2d, Identity, LeakyReLU, Linear, MaxPool2d, MaxUnpool2d,
                      PixelShuffle, ReLU, ReLU6, Sigmoid, Upsample)
@@ -15,4 +16,4 @@ __all__ = ["init", "Module", "Parameter", "Sequential", "ModuleList", "ModuleDic
            "StateDictError", "Conv2d", "ConvTranspose2d", "Linear", "BatchNorm2d", "ReLU",
            "ReLU6", "LeakyReLU", "Sigmoid",
            "Dropout", "Dropout2d", "MaxPool2d", "MaxUnpool2d", "AvgPool2d", "AdaptiveAvgPool2d",
-           "AdaptiveMaxPool2d", "Upsample", "PixelShuffle", "Identity"]
+           "AdaptiveMaxPool2d", "Upsample", "PixelShuffle", "Identity", "GroupNorm"]

@@ -11,9 +11,10 @@ object boundaries) contribute nothing to the loss or its gradient.
 import numpy as np
 
 from ..autograd import Function, Tensor
+from ..backend import get_array_module
 
 __all__ = ["cross_entropy", "binary_cross_entropy_with_logits", "dice_loss", "focal_loss",
-           "bootstrapped_cross_entropy"]
+           "bootstrapped_cross_entropy", "smooth_l1_loss"]
 
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -526,3 +527,90 @@ def bootstrapped_cross_entropy(logits, target, top_k, ignore_index=-100):
     selected = pixel_loss.reshape(-1)[flat]
     # The mean over the selection; nan when nothing counts (as cross_entropy), with no gradient.
     return selected.sum() * (1.0 / flat.size if flat.size else np.nan)
+
+
+# ------------------------------------------------------------------- smooth L1 (Huber-like)
+class SmoothL1LossFunction(Function):
+    @staticmethod
+    def forward(ctx, x, t, *, beta, reduction):
+        xp = get_array_module(x)
+        d = x - t
+        ad = xp.abs(d)
+        if beta == 0:   # the quadratic zone has shrunk to nothing: plain L1
+            loss = ad
+        else:
+            loss = xp.where(ad < beta, (0.5 / beta) * d * d, ad - 0.5 * beta)
+        ctx.save_for_backward(d)
+        ctx.beta, ctx.reduction = beta, reduction
+        if reduction == "none":
+            return loss.astype(x.dtype, copy=False)
+        # (not _reduce: that one is NumPy-only; this op also runs on CuPy arrays)
+        total = loss.sum(dtype=x.dtype)
+        if reduction == "mean":
+            with np.errstate(invalid="ignore", divide="ignore"):   # empty input: nan, as torch
+                total = total / x.dtype.type(x.size)
+        return xp.asarray(total, dtype=x.dtype)
+
+    @staticmethod
+    def backward(ctx, dy):
+        (d,) = ctx.saved_tensors
+        xp = get_array_module(d)
+        g = dy / d.dtype.type(d.size) if ctx.reduction == "mean" and d.size else dy
+        # Slope of the loss in d: d/β inside |d| < β, ±1 outside; clip(d/β, −1, 1) is both
+        # (at |d| = β they agree). β = 0: sign(d), 0 at d = 0, as PyTorch.
+        slope = xp.sign(d) if ctx.beta == 0 else xp.clip(d / d.dtype.type(ctx.beta), -1, 1)
+        dx = (g * slope).astype(d.dtype, copy=False)
+        return (dx if ctx.needs_input_grad[0] else None,
+                -dx if ctx.needs_input_grad[1] else None)
+
+
+def smooth_l1_loss(input, target, beta=1.0, reduction="mean"):
+    """Smooth L1 loss: quadratic for small errors, linear for large (``F.smooth_l1_loss``).
+
+    Parameters
+    ----------
+    input : Tensor, float32 or float64, any shape, e.g. (N, 4) box offsets
+    target : array or Tensor of the same shape
+        A floating Tensor with ``requires_grad`` receives a gradient too.
+    beta : float >= 0
+        Where the loss turns from quadratic to linear. 0 gives the L1 loss |d|.
+    reduction : {"mean", "sum", "none"}
+        "mean" divides by the number of elements.
+
+    Returns
+    -------
+    Tensor, a scalar, or input's shape for ``reduction="none"``
+
+    Notes
+    -----
+    With d = input − target, per element:
+
+        ℓ = 0.5·d²/β     if |d| < β
+        ℓ = |d| − 0.5·β  otherwise
+
+        ∂ℓ/∂d = clip(d/β, −1, 1)   (sign(d) when β = 0),   ∂ℓ/∂target = −∂ℓ/∂d
+
+    Both pieces meet with equal value and slope at |d| = β. The gradient never exceeds 1 in
+    size, so outliers (a badly wrong box) cannot blow up training as with the L2 loss
+    (Fast R-CNN, Girshick 2015). Note PyTorch's Huber loss is β times this one.
+
+    Examples
+    --------
+    >>> smooth_l1_loss(Tensor(np.array([0.5, 3.0])), np.zeros(2), reduction="none").data
+    array([0.125, 2.5  ])
+    """
+    op = "smooth_l1_loss"
+    _check_reduction(op, reduction)
+    input = _floating_tensor(op, "input", input)
+    if not (isinstance(target, Tensor) and target.dtype.kind == "f"):
+        raw = target.data if isinstance(target, Tensor) else np.asarray(target)
+        if raw.dtype.kind not in "biuf":
+            raise TypeError(f"{op}: target must be numeric, got dtype {raw.dtype}")
+        target = Tensor(raw.astype(input.dtype))
+    if target.shape != input.shape:
+        raise ValueError(f"{op}: target has shape {target.shape} but input has "
+                         f"{input.shape}; they must match")
+    if isinstance(beta, bool) or not isinstance(beta, (int, float, np.integer, np.floating)) \
+            or not beta >= 0:
+        raise ValueError(f"{op}: beta must be a number >= 0 (0 means L1), got {beta!r}")
+    return SmoothL1LossFunction.apply(input, target, beta=float(beta), reduction=reduction)

@@ -6,9 +6,9 @@ module validates the arguments, keeps the running statistics and records the op 
 import numpy as np
 
 from ..autograd import Function, Tensor
-from ..backend import kernels
+from ..backend import get_array_module, kernels
 
-__all__ = ["batch_norm"]
+__all__ = ["batch_norm", "group_norm"]
 
 
 class BatchNorm2dFunction(Function):
@@ -134,3 +134,127 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     return BatchNorm2dFunction.apply(x, weight, bias, running_mean=running_mean,
                                      running_var=running_var, training=bool(training),
                                      momentum=float(momentum), eps=float(eps))
+
+
+# -------------------------------------------------------------------------------- group norm
+class GroupNormFunction(Function):
+    """y = (x − mean) / sqrt(var + eps) · weight + bias, statistics per (sample, group).
+
+    Pure array code (no kernel): the statistics are small reductions over (N, G, M) views.
+    Backward is the closed form of :func:`group_norm`'s Notes, one pass per group.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, *, num_groups, eps):
+        xp = get_array_module(x)
+        N, C = x.shape[:2]
+        per_channel = (1, C) + (1,) * (x.ndim - 2)     # broadcasts a (C,) vector over x
+        xg = x.reshape(N, num_groups, -1)               # (N, G, M), M = (C/G)·H·W
+        # Sums accumulate in float64: a float32 sum over a large group loses digits.
+        mean = xg.mean(axis=2, keepdims=True, dtype=xp.float64).astype(x.dtype)
+        xhat = xg - mean                                # deviations, then normalised in place
+        var = (xhat * xhat).mean(axis=2, keepdims=True, dtype=xp.float64)   # biased
+        invstd = (1.0 / xp.sqrt(var + eps)).astype(x.dtype)                 # (N, G, 1)
+        xhat *= invstd
+        y = xhat.reshape(x.shape)
+        if weight is not None:
+            y = y * weight.reshape(per_channel)
+        if bias is not None:
+            y = y + bias.reshape(per_channel)
+        ctx.save_for_backward(xhat, invstd, weight)
+        ctx.shape, ctx.per_channel = x.shape, per_channel
+        ctx.dtypes = (None if weight is None else weight.dtype,
+                      None if bias is None else bias.dtype)
+        if weight is None and bias is None:
+            y = y.copy()    # the output must not share memory with the x̂ backward reads
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        xhat, invstd, weight = ctx.saved_tensors
+        shape = ctx.shape
+        channel_sum = (0,) + tuple(range(2, len(shape)))   # all axes but C
+        dx = dweight = dbias = None
+        if ctx.needs_input_grad[1]:
+            dweight = (dy * xhat.reshape(shape)).sum(axis=channel_sum).astype(ctx.dtypes[0])
+        if ctx.needs_input_grad[2]:
+            dbias = dy.sum(axis=channel_sum).astype(ctx.dtypes[1])
+        if ctx.needs_input_grad[0]:
+            g = dy if weight is None else dy * weight.reshape(ctx.per_channel)   # ∂L/∂x̂
+            g = g.reshape(xhat.shape).astype(xhat.dtype, copy=False)             # (N, G, M)
+            dx = invstd * (g - g.mean(axis=2, keepdims=True)
+                           - xhat * (g * xhat).mean(axis=2, keepdims=True))
+            dx = dx.reshape(shape)
+        return dx, dweight, dbias
+
+
+def _check_affine(op, name, v, C):
+    """The (C,) floating array behind ``v`` (an array or a Tensor), else a clear error."""
+    raw = v.data if isinstance(v, Tensor) else v
+    if not (isinstance(raw, np.ndarray) or type(raw).__module__.startswith("cupy")) \
+            or raw.dtype.kind != "f":
+        got = f"dtype {raw.dtype}" if hasattr(raw, "dtype") else type(raw).__name__
+        raise TypeError(f"{op}: {name} must be a floating array of shape ({C},), got {got}")
+    if raw.shape != (C,):
+        raise ValueError(f"{op}: {name} must have shape ({C},) (one value per channel of x), "
+                         f"got {raw.shape}")
+
+
+def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
+    """Group normalisation (Wu & He, 2018; ``F.group_norm``): per sample, per channel group.
+
+    Parameters
+    ----------
+    x : Tensor of shape (N, C, H, W) (or (N, C, *)), float32 or float64
+    num_groups : int
+        G, dividing C. G = 1 is LayerNorm over (C, H, W); G = C is InstanceNorm.
+    weight, bias : Tensor of shape (C,), optional
+        The per-channel affine γ and β (1 and 0 if None).
+    eps : float > 0
+        Added to the variance before the square root.
+
+    Returns
+    -------
+    Tensor of shape (N, C, H, W), dtype of x
+
+    Notes
+    -----
+    Each sample's C channels are cut into G groups of C/G; with the m = (C/G)·H·W values of
+    one (sample, group), μ their mean and σ² their biased variance:
+
+        x̂ = (x − μ)/sqrt(σ² + ε),   y = γ_c·x̂ + β_c
+
+    With ĝ = γ_c·dy (the gradient with respect to x̂) and means over the group,
+
+        dx = (1/sqrt(σ² + ε))·(ĝ − mean(ĝ) − x̂·mean(ĝ·x̂))
+        dγ_c = Σ_(n, h, w) dy·x̂,   dβ_c = Σ_(n, h, w) dy
+
+    Unlike batch norm nothing mixes samples, so it behaves the same in training and in
+    evaluation and works with a batch of 1 or 2 (large crops for segmentation).
+
+    Examples
+    --------
+    >>> x = Tensor(np.random.randn(2, 8, 16, 16).astype(np.float32), requires_grad=True)
+    >>> y = group_norm(x, 4)
+    >>> y.shape
+    (2, 8, 16, 16)
+    """
+    op = "group_norm"
+    x = x if isinstance(x, Tensor) else Tensor(x)
+    if x.dtype.kind != "f":
+        raise TypeError(f"{op}: x must be float32 or float64, got dtype {x.dtype}")
+    if x.ndim < 2:
+        raise ValueError(f"{op}: x must be (N, C, H, W) (or (N, C, *)), got shape {x.shape}")
+    C = x.shape[1]
+    if isinstance(num_groups, bool) or not isinstance(num_groups, (int, np.integer)):
+        raise TypeError(f"{op}: num_groups must be an int, got {type(num_groups).__name__} "
+                        f"{num_groups!r}")
+    if num_groups < 1 or C % num_groups:
+        raise ValueError(f"{op}: num_groups={num_groups} must be a positive divisor of the "
+                         f"{C} channels of x (shape {x.shape})")
+    for name, v in (("weight", weight), ("bias", bias)):
+        if v is not None:
+            _check_affine(op, name, v, C)
+    if not eps > 0:
+        raise ValueError(f"{op}: eps must be positive, got {eps!r}")
+    return GroupNormFunction.apply(x, weight, bias, num_groups=int(num_groups), eps=float(eps))
