@@ -2,18 +2,43 @@
 
 >>> import edu_seg.models as models
 >>> models.available()                                          # doctest: +SKIP
-['unet']
->>> model = models.create("unet", num_classes=4, depth=3, base_width=16)
+['fcn16s', 'fcn32s', 'fcn8s', 'unet']
+>>> model = models.create("unet", num_classes=4)                # the small CPU version
 >>> print(models.summary(model, (1, 3, 64, 64)))                # doctest: +SKIP
 
-Every registered model is a :class:`~edu_seg.models.backbones.SegmentationModel`: an
-``nn.Module`` built from a config dataclass (``model.config``), with a registry ``name`` and an
-``output_stride``; the pair (name, config) is what a checkpoint stores to rebuild it.
+The model contract (every registered model keeps it; :mod:`edu_seg.models.base` has the code)
+------------------------------------------------------------------------------------------------
+- **Building.** ``create(name, num_classes=K)`` with nothing else gives the small version that
+  trains on 2 CPU cores in minutes; paper sizes are named presets (``preset="paper"``). A
+  model is a class with a config dataclass (``model.config``; its annotations are validated in
+  one place, :mod:`edu_seg.models.config`), registered by one decorator in its own file
+  (``@register("unet")``). The pair (name, config) is what a checkpoint stores to rebuild it.
+- **Semantic models** (:class:`SegmentationModel`): ``forward(x)`` maps ``x: (N, C, H, W)``
+  to class scores ``(N, num_classes, H, W)`` at the input's resolution (a U-Net of valid
+  convolutions predicts the centre: ``output_size(H)``). Extra heads (auxiliary classifiers,
+  a boundary branch) appear only in training mode, as named outputs ``{"out": scores,
+  "aux": ...}``; eval mode always returns the plain score Tensor. ``H`` and ``W`` must be
+  multiples of ``output_stride``; other inputs get a ``ValueError`` that names the size to
+  pad to.
+- **The model owns its loss.** The Trainer calls ``outputs = model.forward_train(batch)``
+  and ``total, terms = model.loss(outputs, batch)``, backpropagates ``total`` and logs every
+  named term; it never looks inside ``outputs``. The default loss is cross-entropy on
+  ``"out"`` plus ``aux_weights[name]`` times the cross-entropy of each extra output; a model
+  with other needs (label guidance at several scales, a boundary loss, an SE-loss) overrides
+  ``loss`` in its own file.
+- **Instance models** (:class:`InstanceSegmentationModel`, e.g. Mask R-CNN): in training
+  ``forward(x, targets)`` returns a dict of named losses (``loss`` sums them with
+  ``loss_weights``); in eval ``forward(x)`` returns one dict per image ``{boxes, labels,
+  scores, masks}``.
+- **Backbones** (:func:`create_backbone`) expose ``features(x) -> {stride: Tensor}`` and
+  ``channels -> {stride: int}``, so a decoder picks its skips by stride;
+  :func:`load_torchvision_state_dict` loads torchvision's weights into the full-size ones.
 """
 import dataclasses
 
 __all__ = ["register", "create", "presets", "available", "get_model_class", "summary",
-           "SegmentationModel", "InstanceSegmentationModel"]
+           "SegmentationModel", "InstanceSegmentationModel", "create_backbone",
+           "available_backbones", "load_torchvision_state_dict"]
 
 _REGISTRY = {}
 
@@ -98,4 +123,6 @@ def presets(name):
 
 from .base import InstanceSegmentationModel, SegmentationModel  # noqa: E402
 from .summary import summary  # noqa: E402
-from . import unet  # noqa: E402,F401  (registers "unet")
+from .backbones import (available_backbones, create_backbone,  # noqa: E402
+                        load_torchvision_state_dict)
+from . import fcn, unet  # noqa: E402,F401  (each registers its models)
