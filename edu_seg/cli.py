@@ -2,9 +2,13 @@
 
     edu-seg demo                       train a small U-Net on synthetic Shapes (about 2 minutes)
     edu-seg train --model unet --data shapes[:VARIANT] | PATH --epochs N --out DIR
+    edu-seg train ... --resume DIR/last.npz   continue a stopped run (Ctrl-C prints this line)
     edu-seg eval --checkpoint DIR/best.npz
     edu-seg predict --checkpoint DIR/best.npz --image in.png --out mask.png
     edu-seg models                     list the models that can be trained
+    edu-seg zoo --models unet fcn8s --variants default scale --steps 300 --out zoo
+                                       every model, one recipe: zoo/RESULTS.md, results.csv
+    edu-seg compare DIR DIR ...        final metrics of runs side by side, compare.png
     edu-seg info                       what edu_seg runs on (backend, threads, BLAS, GPU)
 
 ``--data shapes`` generates the synthetic data set (:class:`edu_seg.data.Shapes`; a variant
@@ -15,6 +19,7 @@ after a colon: ``shapes:thin``); any other value is a folder in the CamVid layou
 import argparse
 import dataclasses
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -31,6 +36,9 @@ DEMO = {
     "epochs": 5, "batch_size": 16, "lr": 3e-3, "optimizer": "adam", "out": "runs/demo",
 }
 
+
+class Interrupted(Exception):
+    """Ctrl-C stopped a command; the message says what was saved and how to go on."""
 
 
 # ------------------------------------------------------------------------------------- data
@@ -110,8 +118,19 @@ def cmd_models(args):
 
 def run_training(model_name, model_config, data, epochs, batch_size, lr, out, optimizer="adam",
                  weight_decay=0.0, schedule="poly", seed=0, train_samples=1024,
-                 val_samples=256, size=64, num_classes=4, resume=None, progress=True):
-    """Build data, model and :class:`~edu_seg.train.Trainer`, train, and report; returns it."""
+                 val_samples=256, size=64, num_classes=4, resume=None, progress=True,
+                 steps=None):
+    """Build data, model and :class:`~edu_seg.train.Trainer`, train, and report; returns it.
+
+    The Trainer prints one line per epoch, and its ``on_epoch_end`` redraws the plots
+    (:func:`edu_seg.viz.training.plot_run`), so ``OUT/curves.png`` follows the run.
+
+    Raises
+    ------
+    Interrupted
+        On Ctrl-C; the message names the last saved epoch and the exact ``edu-seg train``
+        command that resumes from it (also for the demo, whose settings it spells out).
+    """
     from . import models
     from .train import TrainConfig, Trainer, seed_everything
     from .viz.training import plot_run
@@ -123,26 +142,49 @@ def run_training(model_name, model_config, data, epochs, batch_size, lr, out, op
     seed_everything(seed)
     model = models.create(model_name, num_classes=n_classes, **model_config)
     trainer = Trainer(model, train_set, val_set,
-                      TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr,
+                      TrainConfig(epochs=epochs, steps=steps, batch_size=batch_size, lr=lr,
                                   optimizer=optimizer, weight_decay=weight_decay,
                                   schedule=schedule, seed=seed, progress=progress),
-                      out_dir=out, data_info=info)
-    n_params = sum(p.size for p in model.parameters())
-    print(f"model {model_name} {dataclasses.asdict(model.config)}: {n_params:,} parameters")
+                      out_dir=out, data_info=info, on_epoch_end=plot_run)
+    # The command that rebuilds this exact run: resuming needs the same model, data and
+    # TrainConfig, so every setting is spelled out (the demo's included).
+    argv = ["edu-seg", "train", "--model", model_name, "--data", data,
+            "--epochs", str(epochs), "--batch-size", str(batch_size), "--lr", repr(lr),
+            "--optimizer", optimizer, "--weight-decay", repr(weight_decay),
+            "--schedule", schedule, "--seed", str(seed), "--out", str(out)]
+    if steps is not None:
+        argv += ["--steps", str(steps)]
+    if model_config:
+        argv += ["--model-config"] + [f"{k}={v if isinstance(v, str) else json.dumps(v)}"
+                                      for k, v in model_config.items()]
+    if data.startswith("shapes"):
+        argv += ["--train-samples", str(train_samples), "--val-samples", str(val_samples),
+                 "--size", str(size), "--num-classes", str(num_classes)]
+    if not progress:
+        argv.append("--no-progress")
+
+    print(f"model {model_name} {dataclasses.asdict(model.config)}: "
+          f"{model.num_parameters():,} parameters")
     print(f"data  {data}: {len(train_set)} training / "
-          f"{len(val_set) if val_set is not None else 0} validation images")
+          f"{len(val_set) if val_set is not None else 0} validation images; "
+          f"{trainer.total_steps} steps in {trainer.total_epochs} epochs")
     if resume:
         trainer.resume(resume)
         print(f"resumed from {resume} after epoch {trainer.epoch}")
     start = time.perf_counter()
-    trainer.fit()
-    plot_run(trainer)
+    try:
+        trainer.fit()
+    except KeyboardInterrupt:
+        if trainer.last_checkpoint is None:
+            raise Interrupted(f"edu-seg: interrupted in epoch {trainer.epoch + 1} before any "
+                              f"epoch was saved: nothing to resume, run the command again") \
+                from None
+        raise Interrupted(f"edu-seg: interrupted; the last saved epoch is "
+                          f"{trainer.last_checkpoint_epoch}/{trainer.total_epochs} in "
+                          f"{trainer.last_checkpoint}\nresume with: "
+                          + shlex.join(argv + ["--resume", str(trainer.last_checkpoint)])) \
+            from None
     seconds = time.perf_counter() - start
-    for h in trainer.history:
-        line = f"epoch {h['epoch']:3d}  loss {h['train_loss']:.4f}  acc {h['train_pixel_acc']:.3f}"
-        if "val_miou" in h:
-            line += f"  val loss {h['val_loss']:.4f}  val mIoU {h['val_miou']:.4f}"
-        print(line)
     print(f"training, validation and plots took {seconds:.0f} s")
     if val_set is not None:
         if trainer.val_scores is None:                    # resumed after the last epoch
@@ -154,6 +196,7 @@ def run_training(model_name, model_config, data, epochs, batch_size, lr, out, op
     out = Path(out)
     print("\ncheckpoints: " + (f"{out / 'best.npz'} (best validation mIoU), "
                                 if val_set is not None else "") + f"{out / 'last.npz'}")
+    print(f"history    : {out / 'history.json'} (compare runs: edu-seg compare DIR DIR ...)")
     print(f"plots      : {out / 'curves.png'}, {out / 'predictions.png'}"
           + (f", {out / 'confusion.png'}" if val_set is not None else ""))
     return trainer
@@ -166,7 +209,7 @@ def cmd_train(args):
                  weight_decay=args.weight_decay, schedule=args.schedule, seed=args.seed,
                  train_samples=args.train_samples, val_samples=args.val_samples,
                  size=args.size, num_classes=args.num_classes, resume=args.resume,
-                 progress=not args.no_progress)
+                 progress=not args.no_progress, steps=args.steps)
     return 0
 
 
@@ -180,6 +223,61 @@ def cmd_demo(args):
                  d["lr"], d["out"], optimizer=d["optimizer"], train_samples=d["train_samples"],
                  val_samples=d["val_samples"], size=d["size"], progress=not args.no_progress)
     print(f"demo finished in {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+def cmd_zoo(args):
+    from .bench.zoo import run_zoo
+
+    _setup(args)
+    try:
+        run_zoo(args.models, args.variants, args.steps, args.out, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        raise Interrupted(f"edu-seg zoo: interrupted; the rows finished so far are in "
+                          f"{Path(args.out) / 'results.csv'} and RESULTS.md (a rerun merges "
+                          f"its rows into them)") from None
+    print(f"wrote {Path(args.out) / 'RESULTS.md'} and {Path(args.out) / 'results.csv'}")
+    return 0
+
+
+def _text_table(header, rows):
+    """Rows of cells as aligned text columns under a header and a rule."""
+    widths = [max(len(str(c)) for c in column) for column in zip(header, *rows)]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)) for row in [header, *rows]]
+    return "\n".join([lines[0], "-" * len(lines[0])] + lines[1:])
+
+
+def _number(record, key):
+    """``record[key]`` with 4 decimals, or "-" for a run without it (no validation set)."""
+    return "-" if record.get(key) is None else f"{record[key]:.4f}"
+
+
+def cmd_compare(args):
+    from .viz.training import plot_compare
+
+    runs, rows = {}, []
+    for folder in dict.fromkeys(args.runs):
+        path = Path(folder) / "history.json"
+        if not path.is_file():
+            raise ValueError(f"compare: {path} does not exist; each RUN must be a folder that "
+                             f"`edu-seg train --out RUN` wrote (history.json is written after "
+                             f"every epoch)")
+        doc = json.loads(path.read_text())
+        history = doc["history"]
+        if not history:
+            raise ValueError(f"compare: {path} holds no finished epoch yet")
+        runs[folder] = history
+        last = history[-1]
+        scored = [h for h in history if h.get("val_miou") is not None]
+        best = max(scored, key=lambda h: h["val_miou"]) if scored else None
+        rows.append([folder, doc["model"], f"{last['epoch']}/{doc['total_epochs']}",
+                     "-" if best is None else f"{best['val_miou']:.4f} (epoch {best['epoch']})",
+                     _number(last, "val_miou"), _number(last, "val_loss"),
+                     _number(last, "train_loss"), f"{sum(h['seconds'] for h in history):.0f}"])
+    print(_text_table(["run", "model", "epochs", "best val mIoU", "last val mIoU",
+                       "last val loss", "last train loss", "train s"], rows))
+    plot_compare(runs, args.out)
+    print(f"\nwrote {args.out} (validation mIoU and training loss per epoch)")
     return 0
 
 
@@ -261,6 +359,8 @@ def build_parser():
                    help="model hyper-parameters, e.g. depth=3 base_width=16 padding=valid")
     p.add_argument("--data", default="shapes", help="shapes[:variant] or a CamVid-style folder")
     p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--steps", type=int, help="a step budget instead of --epochs (the last "
+                   "epoch stops when it is spent; the lr schedule spans exactly these steps)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--optimizer", choices=("adam", "adamw", "sgd"), default="adam")
@@ -268,7 +368,8 @@ def build_parser():
     p.add_argument("--schedule", choices=("poly", "cosine", "constant"), default="poly")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/train", help="directory for checkpoints and plots")
-    p.add_argument("--resume", metavar="CHECKPOINT", help="continue from this last.npz")
+    p.add_argument("--resume", metavar="CHECKPOINT", help="continue from this last.npz (with "
+                   "the settings it was trained with; Ctrl-C prints the command)")
     p.add_argument("--train-samples", type=int, default=1024, help="Shapes only")
     p.add_argument("--val-samples", type=int, default=256, help="Shapes only")
     p.add_argument("--size", type=int, default=64, help="Shapes only: image size")
@@ -276,6 +377,26 @@ def build_parser():
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_runtime(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("zoo", help="train models with one recipe on Shapes variants; write "
+                       "RESULTS.md and results.csv")
+    p.add_argument("--models", nargs="+", metavar="MODEL",
+                   help="registered semantic models (default: all of them)")
+    p.add_argument("--variants", nargs="+", default=["default"], metavar="VARIANT",
+                   help="Shapes variants: default, scale, context, thin, boundary "
+                   "(default: default)")
+    p.add_argument("--steps", type=int, default=300, help="optimiser steps per model and variant")
+    p.add_argument("--out", default="zoo", help="folder of RESULTS.md and results.csv; rows "
+                   "merge into an existing results.csv by (model, variant)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_runtime(p)
+    p.set_defaults(func=cmd_zoo)
+
+    p = sub.add_parser("compare", help="final metrics and curves of several training runs")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="folders written by `edu-seg train "
+                   "--out` (each holds history.json)")
+    p.add_argument("--out", default="compare.png", help="where to write the plot")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("eval", help="evaluate a checkpoint (per-class IoU table)")
     p.add_argument("--checkpoint", required=True)
@@ -298,6 +419,14 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except Interrupted as exc:
+        # Ctrl-C is an answer, not a crash: say what is saved instead of a traceback; 130 is
+        # the shell's exit status for a command stopped by SIGINT.
+        print(exc, file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print(f"edu-seg {args.command}: interrupted", file=sys.stderr)
+        return 130
     except (ValueError, FileNotFoundError) as exc:
         # Bad input (a corrupted checkpoint, an unknown model, a wrong size) is reported by
         # the library with a message that says what to change: show it without a traceback.

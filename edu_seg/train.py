@@ -1,17 +1,20 @@
 """The training loop, evaluation and checkpoints.
 
-One epoch is the loop every segmentation paper runs::
+One step is the same two calls for every model, because each model owns its loss
+(:mod:`edu_seg.models.base`)::
 
-    for batch in loader:                      # images (N, 3, H, W), masks (N, H, W)
-        scores = model(images)                # (N, C, H, W) class scores (logits)
-        loss = cross_entropy(scores, masks)   # mean over pixels of -log softmax(scores)[mask]
+    for batch in loader:                                # image (N, 3, H, W), mask (N, H, W)
+        outputs = model.forward_train(batch)            # scores, or {"out": scores, "aux": ...}
+        total, terms = model.loss(outputs, batch)       # total: scalar; terms: {"ce": ..., ...}
         optimizer.zero_grad()
-        loss.backward()                       # fills p.grad of every parameter
-        optimizer.step()                      # p -= lr * (update rule)(p.grad)
-        scheduler.step()                      # next learning rate
+        total.backward()                                # fills p.grad of every parameter
+        optimizer.step()                                # p -= lr * (update rule)(p.grad)
+        scheduler.step()                                # next learning rate
 
-followed by an evaluation pass over the whole validation set, whose pixels are accumulated in
-one confusion matrix (:class:`edu_seg.metrics.ConfusionMatrix`) to give the mIoU.
+The Trainer never looks inside ``outputs`` except to score the main class map for the running
+pixel accuracy; it logs every named term of the loss. Each epoch ends with an evaluation pass
+over the whole validation set, whose pixels are accumulated in one confusion matrix
+(:class:`edu_seg.metrics.ConfusionMatrix`) to give the mIoU.
 
 Reproducibility: everything random is a pure function of ``TrainConfig.seed``: weight
 initialisation and dropout draw from the library's generator (seed it with
@@ -28,12 +31,14 @@ One file can be replaced atomically (written to a temporary file, then ``os.repl
 crash while saving never leaves a half-written checkpoint; and it loads without pickle.
 """
 import dataclasses
+import itertools
 import json
 import math
 import os
 import time
 import zipfile
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -41,6 +46,7 @@ from . import models as _models
 from .autograd import Tensor, no_grad
 from .data import DataLoader
 from .metrics import ConfusionMatrix
+from .models.base import crop_target
 from .ops.loss import cross_entropy
 from .ops.misc import default_generator, manual_seed
 from .optim import SGD, Adam, AdamW, CosineLR, PolyLR
@@ -50,6 +56,10 @@ __all__ = ["TrainConfig", "Trainer", "seed_everything", "evaluate", "predict", "
 
 CHECKPOINT_FORMAT = "edu_seg-checkpoint"
 CHECKPOINT_VERSION = 1
+
+#: TrainConfig fields that change what is shown, not what is computed: a run may be resumed
+#: with other values.
+PRESENTATION_FIELDS = ("progress", "verbose")
 
 
 def seed_everything(seed):
@@ -64,6 +74,15 @@ class TrainConfig:
     Attributes
     ----------
     epochs : int
+        Passes over the training data (ignored when ``steps`` is set).
+    steps : int, optional
+        A step budget: exactly this many optimiser steps (batches) instead of ``epochs``
+        epochs. With ``steps_per_epoch = len(train_data) // batch_size`` the run lasts
+        ``ceil(steps / steps_per_epoch)`` epochs in the loader's usual order, and the last
+        epoch stops once the budget is spent (e.g. 300 steps of 64 per epoch: 4 full epochs
+        and 44 steps of a fifth). The learning-rate schedule decays over exactly ``steps``.
+        Comparing models at one budget is fairer than at one epoch count when they are
+        trained on data sets of different sizes.
     batch_size : int
     lr : float
         Peak learning rate.
@@ -73,7 +92,8 @@ class TrainConfig:
         For SGD.
     weight_decay : float
     schedule : {"poly", "cosine", "constant"}
-        "poly" is DeepLab's ``lr * (1 - step / total) ** 0.9``.
+        "poly" is DeepLab's ``lr * (1 - step / total) ** 0.9`` with ``total`` the run's real
+        number of steps.
     seed : int
         Seeds the data loader: shuffling and augmentation of epoch ``e`` depend on
         ``(seed, e)`` only.
@@ -81,9 +101,14 @@ class TrainConfig:
         Mask value that contributes to neither loss nor metrics.
     progress : bool
         Show a tqdm progress bar per epoch.
+    verbose : bool
+        Print one line per finished epoch (losses, validation loss and mIoU, lr, time), also
+        when ``progress`` is off: the bar is for watching, the line is the record a learner
+        scrolls back to. ``False`` for silent runs (the model zoo shows its own progress).
     """
 
     epochs: int = 10
+    steps: Optional[int] = None
     batch_size: int = 16
     lr: float = 1e-3
     optimizer: str = "adam"
@@ -93,6 +118,7 @@ class TrainConfig:
     seed: int = 0
     ignore_index: int = -100
     progress: bool = True
+    verbose: bool = True
 
     def __post_init__(self):
         if self.optimizer not in ("adam", "adamw", "sgd"):
@@ -101,10 +127,13 @@ class TrainConfig:
         if self.schedule not in ("poly", "cosine", "constant"):
             raise ValueError(f"TrainConfig: schedule must be 'poly', 'cosine' or 'constant', "
                              f"got {self.schedule!r}")
-        for name in ("epochs", "batch_size"):
+        for name in ("epochs", "batch_size", "steps"):
             value = getattr(self, name)
+            if name == "steps" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"TrainConfig: {name} must be a positive int, got {value!r}")
+                raise ValueError(f"TrainConfig: {name} must be a positive int"
+                                 + (" or None" if name == "steps" else "") + f", got {value!r}")
         if not self.lr > 0:
             raise ValueError(f"TrainConfig: lr must be positive, got {self.lr!r}")
 
@@ -115,16 +144,18 @@ class Trainer:
     Parameters
     ----------
     model : SegmentationModel
-        A model of :mod:`edu_seg.models` (its name and config go into checkpoints).
+        A model of :mod:`edu_seg.models` (its name and config go into checkpoints). Semantic
+        and instance models (``model.task``) train through the same loop; only semantic ones
+        are validated (see :meth:`fit`).
     train_data : dataset
-        Items are dicts with ``image`` (3, H, W) float32 and ``mask`` (H, W) int.
+        Items are dicts with ``image`` (3, H, W) float32 and ``mask`` (H, W) int (plus what
+        the model's ``forward_train`` reads, e.g. boxes for an instance model).
     val_data : dataset, optional
         Evaluated after every epoch; the best epoch by mIoU is saved as ``best.npz``.
     config : TrainConfig
     out_dir : str or Path, optional
-        Where checkpoints (``last.npz``, ``best.npz``) go, and where
-        :func:`edu_seg.viz.training.plot_run` writes its plots (``curves.png``,
-        ``predictions.png``, ``confusion.png``). Nothing is written without it.
+        Where ``last.npz``, ``best.npz`` and ``history.json`` go, rewritten after every
+        epoch. Nothing is written without it.
     class_names : list of str, optional
         For tables and plots; default ``train_data.class_names`` if it has them.
     transform : callable, optional
@@ -132,33 +163,58 @@ class Trainer:
     data_info : dict, optional
         JSON-able description of the data (e.g. ``{"spec": "shapes"}``), kept in checkpoints
         so ``edu-seg eval`` can rebuild the validation set.
+    on_epoch_end : callable, optional
+        ``on_epoch_end(trainer)``, called after every epoch once its record, checkpoints and
+        ``history.json`` are written. This is how a caller adds per-epoch work the training
+        layer cannot import, e.g. ``edu_seg.viz.training.plot_run`` (what ``edu-seg train``
+        passes, so the curves on disk are never more than one epoch old).
+    on_step : callable, optional
+        ``on_step(trainer, info)``, called after every optimiser step with ``info = {"step":
+        steps done in the run, "epoch": the 0-based epoch it belongs to, "loss": the total
+        loss of the batch, "seconds": wall time of forward, loss, backward and update}``
+        (data loading excluded). For progress over a whole run and step timings.
 
     Attributes
     ----------
     history : list of dict
-        One dict per finished epoch: ``epoch``, ``lr``, ``train_loss``, ``train_pixel_acc``,
-        ``images_per_s``, ``seconds``, and with validation ``val_loss``, ``val_pixel_acc``,
-        ``val_miou``.
+        One dict per finished epoch: ``epoch``, ``step`` (steps done at its end), ``lr`` (at
+        its first step), ``train_loss`` (the total that was backpropagated) and
+        ``train_<name>`` for every term ``name`` of ``model.loss`` (``train_ce``,
+        ``train_aux``, ...), all means over the epoch's images; ``train_pixel_acc`` (semantic
+        models), ``images_per_s``, ``seconds`` (the training pass); with validation
+        ``val_loss`` (cross-entropy of the main scores), ``val_pixel_acc``, ``val_miou``.
     epoch : int
         Epochs finished so far.
+    step : int
+        Optimiser steps done so far.
+    steps_per_epoch, total_steps, total_epochs : int
+        Batches in one full epoch; steps and epochs of the whole run (see
+        ``TrainConfig.steps``).
     best_miou : float
         The best validation mIoU so far (``best.npz`` holds that epoch's model).
     val_scores : dict or None
         What :func:`evaluate` returned on the validation set after the latest epoch.
+    last_checkpoint : Path or None
+        The newest checkpoint a resume can start from (``out_dir/last.npz``, or the file
+        :meth:`resume` read), and ``last_checkpoint_epoch`` the epoch it holds: what to tell
+        a user who stopped the run with Ctrl-C.
 
     Examples
     --------
     >>> from edu_seg import models
     >>> from edu_seg.data import Shapes
     >>> seed_everything(0)
-    >>> model = models.create("unet", num_classes=4, depth=3, base_width=16)
+    >>> model = models.create("unet", num_classes=4)
     >>> trainer = Trainer(model, Shapes(512, seed=0), Shapes(128, seed=1),
     ...                   TrainConfig(epochs=5), out_dir="runs/demo")
     >>> trainer.fit()                                                       # doctest: +SKIP
+    epoch 1/5  loss 0.8123  acc 0.712  val loss 0.5012  val mIoU 0.5521  lr 1.0e-03  9 s
+    ...
     """
 
     def __init__(self, model, train_data, val_data=None, config=None, out_dir=None,
-                 class_names=None, transform=None, data_info=None):
+                 class_names=None, transform=None, data_info=None, on_epoch_end=None,
+                 on_step=None):
         self.model = model
         self.train_data = train_data
         self.val_data = val_data
@@ -168,10 +224,15 @@ class Trainer:
                                 else getattr(train_data, "class_names", None)
                                 or [str(k) for k in range(model.config.num_classes)])
         self.data_info = data_info or {}
+        self.on_epoch_end = on_epoch_end
+        self.on_step = on_step
         self.history = []
         self.epoch = 0
+        self.step = 0
         self.best_miou = -math.inf
         self.val_scores = None      # what evaluate() gave after the latest epoch
+        self.last_checkpoint = None
+        self.last_checkpoint_epoch = 0
 
         c = self.config
         params = list(model.parameters())
@@ -191,77 +252,150 @@ class Trainer:
         if self.steps_per_epoch == 0:
             raise ValueError(f"Trainer: train_data has {len(train_data)} samples, fewer than "
                              f"one batch (batch_size={c.batch_size})")
-        total = c.epochs * self.steps_per_epoch
+        if c.steps is None:
+            self.total_steps = c.epochs * self.steps_per_epoch
+        else:
+            self.total_steps = c.steps
+        self.total_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
         if c.schedule == "poly":
-            self.scheduler = PolyLR(self.optimizer, total_steps=total, power=0.9)
+            self.scheduler = PolyLR(self.optimizer, total_steps=self.total_steps, power=0.9)
         elif c.schedule == "cosine":
-            self.scheduler = CosineLR(self.optimizer, total_steps=total)
+            self.scheduler = CosineLR(self.optimizer, total_steps=self.total_steps)
         else:
             self.scheduler = None
 
     # ------------------------------------------------------------------------------ training
     def fit(self, epochs=None):
-        """Train until ``config.epochs`` epochs are done (or ``epochs`` more), evaluating each.
+        """Train until the run's last epoch (or ``epochs`` more), evaluating after each.
+
+        After every epoch, in this order: validation (semantic models only: evaluating an
+        instance model needs box and mask matching, which :func:`evaluate` does not do, so
+        for them ``val_data`` is ignored and no ``best.npz`` is written), the history record,
+        ``best.npz``/``last.npz``/``history.json`` in ``out_dir``, the epoch's line (if
+        ``config.verbose``), then ``on_epoch_end``.
 
         Returns
         -------
         list of dict
             :attr:`history`.
+
+        Raises
+        ------
+        KeyboardInterrupt
+            Ctrl-C is passed on (the progress bar is closed first). The files on disk stay
+            consistent, because every save is atomic: :attr:`last_checkpoint` holds the last
+            finished epoch, and :meth:`resume` continues from it exactly.
         """
-        last = self.config.epochs if epochs is None else min(self.epoch + epochs,
-                                                              self.config.epochs)
+        last = self.total_epochs if epochs is None else min(self.epoch + epochs,
+                                                             self.total_epochs)
+        validate = self.val_data is not None and self.model.task == "semantic"
         while self.epoch < last:
             record = self.train_one_epoch()
-            if self.val_data is not None:
+            if validate:
                 scores = self.val_scores = self.evaluate(self.val_data)
                 record.update(val_loss=scores["loss"], val_pixel_acc=scores["pixel_acc"],
                               val_miou=scores["miou"])
             self.history.append(record)
             if self.out_dir is not None:
                 self.out_dir.mkdir(parents=True, exist_ok=True)
-                if self.val_data is not None and record["val_miou"] > self.best_miou:
+                if validate and record["val_miou"] > self.best_miou:
                     self.best_miou = record["val_miou"]
                     self.save(self.out_dir / "best.npz")
                 self.save(self.out_dir / "last.npz")
+                self.last_checkpoint = self.out_dir / "last.npz"
+                self.last_checkpoint_epoch = self.epoch
+                self.write_history(self.out_dir / "history.json")
+            if self.config.verbose:
+                print(self.epoch_line(record), flush=True)
+            if self.on_epoch_end is not None:
+                self.on_epoch_end(self)
         return self.history
 
     def train_one_epoch(self):
-        """One pass over the training data; returns that epoch's history record."""
+        """One pass over the training data (shorter if the step budget ends in it).
+
+        Returns
+        -------
+        dict
+            That epoch's history record (see :attr:`history`), without validation scores.
+        """
         from tqdm.auto import tqdm
 
         model, c = self.model, self.config
+        semantic = model.task == "semantic"
         model.train()
         self.loader.set_epoch(self.epoch)
+        n_steps = min(self.steps_per_epoch, self.total_steps - self.step)
         lr = self.optimizer.param_groups[0]["lr"]
-        loss_sum = correct = counted = seen = 0
+        sums = {}                      # "loss" and each term name -> sum over images
+        correct = counted = seen = 0
         start = time.perf_counter()
-        bar = tqdm(self.loader, desc=f"epoch {self.epoch + 1}/{c.epochs}", disable=not c.progress,
-                   leave=True, dynamic_ncols=True)
-        for batch in bar:
-            images, masks = batch["image"], batch["mask"]
-            scores = model(Tensor(images))                          # (N, C, OH, OW)
-            masks = _crop_target(masks, scores.shape[-2:])          # (N, OH, OW)
-            loss = cross_entropy(scores, masks, ignore_index=c.ignore_index)
-            self.optimizer.zero_grad()
-            loss.backward()
-            self.optimizer.step()
-            if self.scheduler is not None:
-                self.scheduler.step()
+        bar = tqdm(total=n_steps, desc=f"epoch {self.epoch + 1}/{self.total_epochs}",
+                   disable=not c.progress, leave=True, dynamic_ncols=True)
+        try:
+            for batch in itertools.islice(self.loader, n_steps):
+                begin = time.perf_counter()
+                outputs = model.forward_train(batch)
+                total, terms = model.loss(outputs, batch, ignore_index=c.ignore_index)
+                self.optimizer.zero_grad()
+                total.backward()
+                self.optimizer.step()
+                if self.scheduler is not None:
+                    self.scheduler.step()
+                self.step += 1
+                seconds = time.perf_counter() - begin
 
-            valid = masks != c.ignore_index
-            loss_sum += loss.item() * len(images)
-            correct += int(((scores.data.argmax(axis=1) == masks) & valid).sum())
-            counted += int(valid.sum())
-            seen += len(images)
-            rate = seen / (time.perf_counter() - start)
-            bar.set_postfix({"loss": f"{loss_sum / seen:.4f}",
-                             "acc": f"{correct / max(counted, 1):.3f}", "img/s": f"{rate:.1f}"})
-        bar.close()
+                n = len(batch["image"])
+                seen += n
+                loss = total.item()
+                sums["loss"] = sums.get("loss", 0.0) + loss * n
+                for name, term in terms.items():
+                    if name in ("loss", "pixel_acc"):
+                        raise ValueError(f"{model.name}.loss: a loss term may not be named "
+                                         f"{name!r} (history key train_{name} is the "
+                                         f"Trainer's own); rename it")
+                    sums[name] = sums.get(name, 0.0) + term.item() * n
+                postfix = {"loss": f"{sums['loss'] / seen:.4f}"}
+                if semantic:
+                    scores = outputs["out"] if isinstance(outputs, dict) else outputs
+                    masks = crop_target(batch["mask"], scores.shape[-2:])   # (N, OH, OW)
+                    valid = masks != c.ignore_index
+                    correct += int(((scores.data.argmax(axis=1) == masks) & valid).sum())
+                    counted += int(valid.sum())
+                    postfix["acc"] = f"{correct / max(counted, 1):.3f}"
+                postfix["img/s"] = f"{seen / (time.perf_counter() - start):.1f}"
+                bar.update(1)
+                bar.set_postfix(postfix)
+                if self.on_step is not None:
+                    self.on_step(self, {"step": self.step, "epoch": self.epoch, "loss": loss,
+                                        "seconds": seconds})
+        finally:
+            bar.close()        # also on Ctrl-C, so the terminal is left on a clean line
         self.epoch += 1
         seconds = time.perf_counter() - start
-        return {"epoch": self.epoch, "lr": lr, "train_loss": loss_sum / max(seen, 1),
-                "train_pixel_acc": correct / max(counted, 1), "images_per_s": seen / seconds,
-                "seconds": seconds}
+        record = {"epoch": self.epoch, "step": self.step, "lr": lr}
+        record.update({f"train_{name}": s / max(seen, 1) for name, s in sums.items()})
+        if semantic:
+            record["train_pixel_acc"] = correct / max(counted, 1)
+        record.update(images_per_s=seen / seconds, seconds=seconds)
+        return record
+
+    def epoch_line(self, record):
+        """The one-line summary of a history record that :meth:`fit` prints.
+
+        E.g. ``epoch 3/5  loss 0.2345 (ce 0.2100, aux 0.0612)  acc 0.934  val loss 0.2012
+        val mIoU 0.8876  lr 1.8e-03  12 s``; the terms are listed when there are several.
+        """
+        terms = {k[len("train_"):]: v for k, v in record.items()
+                 if k.startswith("train_") and k not in ("train_loss", "train_pixel_acc")}
+        line = f"epoch {record['epoch']}/{self.total_epochs}  loss {record['train_loss']:.4f}"
+        if len(terms) > 1:
+            line += " (" + ", ".join(f"{k} {v:.4f}" for k, v in terms.items()) + ")"
+        if "train_pixel_acc" in record:
+            line += f"  acc {record['train_pixel_acc']:.3f}"
+        if "val_miou" in record:
+            line += f"  val loss {record['val_loss']:.4f}  val mIoU {record['val_miou']:.4f}"
+        return line + f"  lr {record['lr']:.1e}  {record['seconds']:.0f} s"
 
     def evaluate(self, data):
         """:func:`evaluate` the trainer's model on ``data`` with its batch size and ignore_index."""
@@ -272,6 +406,7 @@ class Trainer:
         """The training state (JSON-able, with arrays) that :meth:`resume` restores."""
         return {
             "epoch": self.epoch,
+            "step": self.step,
             "config": dataclasses.asdict(self.config),
             "history": self.history,
             "best_miou": None if self.best_miou == -math.inf else self.best_miou,
@@ -286,33 +421,57 @@ class Trainer:
         """Write a checkpoint of the model and the training state to ``path`` (atomically)."""
         save_checkpoint(path, self.model, self.state())
 
+    def write_history(self, path):
+        """Write :attr:`history` with the model and the recipe as JSON to ``path`` (atomically).
+
+        The document is ``{"model": name, "model_config": {...}, "train_config": {...},
+        "data": {...}, "class_names": [...], "total_epochs": int, "history": [...]}``: what
+        ``edu-seg compare`` reads, without loading a checkpoint.
+        """
+        doc = {"model": self.model.name, "model_config": dataclasses.asdict(self.model.config),
+               "train_config": dataclasses.asdict(self.config), "data": self.data_info,
+               "class_names": self.class_names, "total_epochs": self.total_epochs,
+               "history": self.history}
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            tmp.write_text(json.dumps(doc, indent=1))
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+
     def resume(self, path):
         """Load a checkpoint written by :meth:`save` and continue from where it stopped.
 
         The model must have the checkpoint's name and config (build it with
         ``load_checkpoint(path).model`` or the same ``create`` call) and the trainer the same
-        ``TrainConfig``; a training run resumed this way reproduces an uninterrupted one bit
-        for bit.
+        ``TrainConfig`` (up to ``progress`` and ``verbose``); a training run resumed this way
+        reproduces an uninterrupted one bit for bit.
         """
         ckpt = load_checkpoint(path, self.model)
         state = ckpt.train_state
         if state is None:
             raise CheckpointError(f"{path}: holds a model but no training state to resume "
                                   f"(it was saved without one)")
-        saved = {k: v for k, v in state["config"].items() if k != "progress"}
-        current = {k: v for k, v in dataclasses.asdict(self.config).items() if k != "progress"}
-        if saved != current:
-            diff = {k: (saved.get(k), current.get(k)) for k in current
-                    if saved.get(k) != current.get(k)}
+        saved = state["config"]
+        current = {k: v for k, v in dataclasses.asdict(self.config).items()
+                   if k not in PRESENTATION_FIELDS}
+        # .get: a checkpoint older than a field (the step budget) reads it as None, its default
+        diff = {k: (saved.get(k), v) for k, v in current.items() if saved.get(k) != v}
+        if diff:
             raise CheckpointError(f"{path}: was trained with a different TrainConfig; "
                                   f"(checkpoint, now) differ in {diff}")
         self.epoch = state["epoch"]
+        # checkpoints from before the step budget ran whole epochs only
+        self.step = state.get("step", self.epoch * self.steps_per_epoch)
         self.history = state["history"]
         self.best_miou = -math.inf if state["best_miou"] is None else state["best_miou"]
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None:
             self.scheduler.load_state_dict(state["scheduler"])
         default_generator().bit_generator.state = state["rng"]
+        self.last_checkpoint, self.last_checkpoint_epoch = Path(path), self.epoch
         return self
 
 
@@ -346,7 +505,7 @@ def evaluate(model, data, batch_size=16, ignore_index=-100):
     loss_sum = pixels = 0
     for batch in DataLoader(data, batch_size=batch_size, shuffle=False):
         scores = model(Tensor(batch["image"]))                   # (N, C, OH, OW)
-        masks = _crop_target(batch["mask"], scores.shape[-2:])   # (N, OH, OW)
+        masks = crop_target(batch["mask"], scores.shape[-2:])    # (N, OH, OW)
         n_valid = int((masks != ignore_index).sum())
         if n_valid:
             loss_sum += cross_entropy(scores, masks, ignore_index=ignore_index,
@@ -394,16 +553,6 @@ def predict(model, images, batch_size=16):
         preds.append(scores.data.argmax(axis=1)[:, :H, :W])
     model.train(was_training)
     return np.concatenate(preds).astype(np.int64)
-
-
-def _crop_target(masks, size):
-    """Centre-crop masks (N, H, W) to the score map's ``size`` (valid-mode models)."""
-    H, W = masks.shape[-2:]
-    h, w = size
-    if (h, w) == (H, W):
-        return masks
-    top, left = (H - h) // 2, (W - w) // 2
-    return np.ascontiguousarray(masks[..., top:top + h, left:left + w])
 
 
 # ------------------------------------------------------------------------------ checkpoints

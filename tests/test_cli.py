@@ -1,5 +1,8 @@
-"""The ``edu-seg`` command: train one tiny epoch, evaluate and predict, in subprocesses."""
+"""The ``edu-seg`` command: train one tiny epoch, evaluate and predict, in subprocesses;
+Ctrl-C and resume, and ``compare``, in process."""
+import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -8,6 +11,8 @@ import numpy as np
 import pytest
 
 from edu_seg import cli
+from edu_seg.optim import Adam
+from edu_seg.train import load_checkpoint
 from edu_seg.viz.palette import PALETTE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,9 +41,10 @@ def trained(tmp_path_factory):
 
 def test_train_one_tiny_epoch(trained):
     out, stdout = trained
-    assert "epoch   1" in stdout and "val mIoU" in stdout
+    assert "epoch 1/1  loss " in stdout and "val mIoU" in stdout
     assert "circle" in stdout                         # the per-class IoU table
-    for name in ("best.npz", "last.npz", "curves.png", "predictions.png", "confusion.png"):
+    for name in ("best.npz", "last.npz", "history.json", "curves.png", "predictions.png",
+                 "confusion.png"):
         assert (out / name).is_file(), name
 
 
@@ -78,7 +84,9 @@ def test_predict_with_a_corrupted_checkpoint_fails_cleanly(tmp_path):
 def test_models_lists_unet(capsys):
     assert cli.main(["models"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("unet") and "U-Net" in out and "base_width=64" in out
+    # other registered models (fcn8s, ...) may come first: the list is sorted by name
+    assert any(line.startswith("unet ") for line in out.splitlines())
+    assert "U-Net" in out and "base_width=64" in out
 
 
 def test_bad_data_argument(tmp_path):
@@ -123,3 +131,57 @@ def test_train_and_predict_on_a_camvid_style_folder(tmp_path, capsys):
                      str(root / "val" / "img4.png"), "--out", str(tmp_path / "p.png")]) == 0
     painted = {tuple(c) for c in np.asarray(Image.open(tmp_path / "p.png")).reshape(-1, 3)}
     assert painted <= set(colours)
+
+
+TINY_RUN = ["train", "--data", "shapes", "--train-samples", "16", "--val-samples", "8",
+            "--size", "16", "--batch-size", "8", "--lr", "0.01", "--model-config", "depth=1",
+            "base_width=4", "--no-progress"]
+
+
+def test_ctrl_c_prints_the_resume_command_and_it_finishes_the_run(tmp_path, capsys,
+                                                                  monkeypatch):
+    """Ctrl-C in epoch 2: no traceback, status 130, and the printed command resumes."""
+    out = tmp_path / "run"
+    calls = []
+    step = Adam.step
+
+    def interrupted_step(self):
+        calls.append(1)
+        if len(calls) == 3:                          # 2 steps per epoch: epoch 2's first
+            raise KeyboardInterrupt
+        step(self)
+    monkeypatch.setattr(Adam, "step", interrupted_step)
+    assert cli.main(TINY_RUN + ["--epochs", "3", "--out", str(out)]) == 130
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err + captured.out
+    assert f"the last saved epoch is 1/3 in {out / 'last.npz'}" in captured.err
+    command = captured.err.split("resume with: ")[1].strip()
+    assert command.startswith("edu-seg train ") and \
+        command.endswith(f"--resume {shlex.quote(str(out / 'last.npz'))}")
+    assert load_checkpoint(out / "last.npz").train_state["epoch"] == 1
+
+    argv = shlex.split(command)[1:]                 # what a user pastes, minus the program
+    assert cli.main(argv) == 0
+    assert load_checkpoint(out / "last.npz").train_state["epoch"] == 3
+    assert "resumed from" in capsys.readouterr().out
+
+
+def test_compare_prints_a_table_and_writes_a_plot(trained, tmp_path, capsys):
+    other = tmp_path / "other"
+    assert cli.main(TINY_RUN + ["--epochs", "2", "--out", str(other)]) == 0
+    capsys.readouterr()
+    first, _ = trained
+    assert cli.main(["compare", str(first), str(other), "--out",
+                     str(tmp_path / "cmp.png")]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:3] == ["run", "model", "epochs"]
+    rows = {line.split()[0]: line for line in table[2:4]}
+    history = json.loads((other / "history.json").read_text())["history"]
+    assert f"{history[-1]['val_miou']:.4f}" in rows[str(other)]
+    assert " 2/2 " in rows[str(other)] and " 1/1 " in rows[str(first)]
+    assert (tmp_path / "cmp.png").stat().st_size > 0
+
+
+def test_compare_names_a_folder_without_history(tmp_path, capsys):
+    assert cli.main(["compare", str(tmp_path)]) == 1
+    assert f"{tmp_path / 'history.json'} does not exist" in capsys.readouterr().err

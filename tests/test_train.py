@@ -1,5 +1,6 @@
-"""Trainer, checkpoints and resume, ``predict``."""
+"""Trainer (loss terms, step budget, per-epoch output, Ctrl-C), checkpoints, resume, predict."""
 import dataclasses
+import json
 import os
 import zipfile
 
@@ -10,6 +11,7 @@ import edu_seg
 from edu_seg import models
 from edu_seg.autograd import Tensor
 from edu_seg.data import DataLoader, Shapes
+from edu_seg.models.base import InstanceSegmentationModel
 from edu_seg.ops.loss import cross_entropy
 from edu_seg.ops.misc import default_generator
 from edu_seg.optim import Adam
@@ -53,11 +55,104 @@ def test_fit_writes_history_checkpoints_and_plots(tmp_path):
     for h in history:
         assert 0 <= h["val_miou"] <= 1 and h["val_loss"] > 0 and h["train_loss"] > 0
         assert h["images_per_s"] > 0
-    for name in ("best.npz", "last.npz", "curves.png", "predictions.png", "confusion.png"):
+    for name in ("best.npz", "last.npz", "history.json", "curves.png", "predictions.png",
+                 "confusion.png"):
         assert (tmp_path / name).stat().st_size > 0, name
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
     best = max(h["val_miou"] for h in history)
     assert trainer.best_miou == best
+    doc = json.loads((tmp_path / "history.json").read_text())
+    assert doc["model"] == "unet" and doc["total_epochs"] == 2 and doc["history"] == history
+
+
+def test_each_epoch_prints_its_line_and_writes_history_json_before_the_callback(tmp_path,
+                                                                                 capsys):
+    seen = []
+
+    def on_epoch_end(trainer):
+        doc = json.loads((tmp_path / "history.json").read_text())
+        seen.append((trainer.epoch, len(doc["history"]), capsys.readouterr().out))
+
+    trainer = Trainer(tiny(), Shapes(16, size=16, seed=0), Shapes(8, size=16, seed=1),
+                      TrainConfig(epochs=2, batch_size=8, progress=False), out_dir=tmp_path,
+                      on_epoch_end=on_epoch_end)
+    trainer.fit()
+    assert [(epoch, n) for epoch, n, _ in seen] == [(1, 1), (2, 2)]
+    for epoch, _, out in seen:            # printed as the epoch ends, not at the end of fit
+        assert out.startswith(f"epoch {epoch}/2  loss ") and "val mIoU" in out \
+            and "lr " in out and out.count("\n") == 1
+    quiet = Trainer(tiny(), Shapes(8, size=16), None,
+                    TrainConfig(epochs=1, batch_size=8, progress=False, verbose=False))
+    quiet.fit()
+    assert capsys.readouterr().out == ""
+
+
+def test_a_step_budget_cuts_the_last_epoch_and_sets_the_schedule_length():
+    steps = []
+    trainer = Trainer(tiny(), Shapes(32, size=16, seed=0), None,
+                      TrainConfig(steps=6, epochs=99, batch_size=8, lr=1e-2, progress=False,
+                                  verbose=False),
+                      on_step=lambda t, info: steps.append((info["step"], info["epoch"])))
+    assert (trainer.steps_per_epoch, trainer.total_steps, trainer.total_epochs) == (4, 6, 2)
+    assert trainer.scheduler.total_steps == 6
+    history = trainer.fit()
+    assert steps == [(1, 0), (2, 0), (3, 0), (4, 0), (5, 1), (6, 1)]
+    assert [(h["epoch"], h["step"]) for h in history] == [(1, 4), (2, 6)]
+    assert trainer.optimizer.param_groups[0]["lr"] == 0      # poly reached 0 at the budget
+
+
+def test_ctrl_c_in_a_step_keeps_the_last_finished_epoch_on_disk(tmp_path):
+    def interrupt(trainer, info):
+        if info["step"] == 3:                                 # the first step of epoch 2
+            raise KeyboardInterrupt
+
+    config = TrainConfig(epochs=3, batch_size=8, progress=False, verbose=False)
+    trainer = Trainer(tiny(), Shapes(16, size=16, seed=0), Shapes(8, size=16, seed=1), config,
+                      out_dir=tmp_path, on_step=interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    assert trainer.last_checkpoint == tmp_path / "last.npz"
+    assert trainer.last_checkpoint_epoch == 1
+    assert load_checkpoint(tmp_path / "last.npz").train_state["epoch"] == 1
+    assert len(json.loads((tmp_path / "history.json").read_text())["history"]) == 1
+    resumed = Trainer(tiny(), Shapes(16, size=16, seed=0), Shapes(8, size=16, seed=1), config,
+                      out_dir=tmp_path).resume(tmp_path / "last.npz")
+    assert [h["epoch"] for h in resumed.fit()] == [1, 2, 3]
+
+
+@dataclasses.dataclass
+class _NumClasses:
+    num_classes: int
+
+
+class _TwoLossInstanceModel(InstanceSegmentationModel):
+    """A stand-in instance model: training forward returns a dict of named losses."""
+
+    config_class = _NumClasses
+    name = "test-instance"
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.conv = edu_seg.nn.Conv2d(3, 1, 1)
+
+    def forward_train(self, batch):
+        return self(Tensor(batch["image"]))
+
+    def forward(self, x):
+        y = self.conv(x)
+        return {"loss_objectness": (y * y).mean(), "loss_mask": y.relu().mean()}
+
+
+def test_an_instance_model_trains_through_the_same_loop_without_validation(tmp_path):
+    model = _TwoLossInstanceModel(_NumClasses(num_classes=4))
+    trainer = Trainer(model, Shapes(16, size=16), Shapes(8, size=16),
+                      TrainConfig(epochs=2, batch_size=8, progress=False, verbose=False))
+    history = trainer.fit()
+    assert {"train_loss", "train_loss_objectness", "train_loss_mask"} <= set(history[-1])
+    assert not {"val_miou", "train_pixel_acc"} & set(history[-1])
+    assert history[-1]["train_loss"] == pytest.approx(
+        history[-1]["train_loss_objectness"] + history[-1]["train_loss_mask"])
+    assert trainer.val_scores is None
 
 
 def test_evaluate_uses_one_confusion_matrix_over_the_whole_set():
@@ -217,6 +312,9 @@ def test_resume_refuses_a_different_train_config(tmp_path):
                     TrainConfig(epochs=1, batch_size=2, progress=False))
     with pytest.raises(CheckpointError, match="different TrainConfig.*batch_size"):
         other.resume(tmp_path / "state.npz")
+    quiet = Trainer(tiny(), Shapes(4, size=16), None,        # what is shown may change
+                    TrainConfig(epochs=1, batch_size=4, progress=True, verbose=False))
+    assert quiet.resume(tmp_path / "state.npz").epoch == 1
 
 
 # ---------------------------------------------------------------------------------- predict
@@ -262,4 +360,6 @@ def test_train_config_validation():
         TrainConfig(epochs=0)
     with pytest.raises(ValueError, match="lr must be positive"):
         TrainConfig(lr=0)
+    with pytest.raises(ValueError, match="steps must be a positive int or None, got 0"):
+        TrainConfig(steps=0)
     assert dataclasses.asdict(TrainConfig())["optimizer"] == "adam"

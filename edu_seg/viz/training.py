@@ -1,4 +1,5 @@
-"""Pictures of a training run: curves, predictions next to the ground truth, the confusion matrix.
+"""Pictures of a training run: curves, predictions next to the ground truth, the confusion matrix;
+and several runs' curves side by side (``plot_compare``).
 
 Each function returns a matplotlib ``Figure`` (shown inline in Jupyter) and, given ``path``,
 writes it as a PNG. Figures are built with ``matplotlib.figure.Figure`` rather than ``pyplot``,
@@ -9,10 +10,12 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
 from .palette import PALETTE, colorize
 
-__all__ = ["plot_history", "plot_predictions", "plot_confusion_matrix", "overlay"]
+__all__ = ["plot_history", "plot_compare", "plot_predictions", "plot_confusion_matrix", "overlay",
+           "plot_run", "loss_terms"]
 
 
 def _save(fig, path):
@@ -21,15 +24,91 @@ def _save(fig, path):
     return fig
 
 
+def loss_terms(history):
+    """Names of the loss terms a Trainer history logged (``train_<name>`` keys), in order.
+
+    Parameters
+    ----------
+    history : list of dict
+        :attr:`edu_seg.train.Trainer.history`.
+
+    Returns
+    -------
+    list of str
+        E.g. ``["ce", "aux"]``: every ``train_*`` key except the total ``train_loss`` and
+        ``train_pixel_acc``.
+    """
+    names = {}
+    for record in history:
+        for key in record:
+            if key.startswith("train_") and key not in ("train_loss", "train_pixel_acc"):
+                names.setdefault(key[len("train_"):])
+    return list(names)
+
+
 def plot_history(history, path=None):
-    """Loss and validation scores per epoch.
+    """Losses, validation scores and the learning rate per epoch: three panels.
 
     Parameters
     ----------
     history : list of dict
         One dict per epoch, as :attr:`edu_seg.train.Trainer.history` keeps them: ``epoch``,
-        ``train_loss`` and, when there was a validation set, ``val_loss``, ``val_miou``,
-        ``val_pixel_acc``.
+        ``lr``, ``train_loss`` (the total), ``train_<term>`` per loss term and, when there
+        was a validation set, ``val_loss``, ``val_miou``, ``val_pixel_acc``.
+    path : str or Path, optional
+        Where to write the PNG.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Notes
+    -----
+    Each named loss term (``ce``, ``aux``, ...) is drawn dashed under the total when there
+    is more than one; a model with one term would only repeat the total. The learning rate is
+    the one of each epoch's first step, so a schedule's decay shows as falling points.
+    """
+    fig = Figure(figsize=(14, 3.8), layout="constrained")
+    ax_loss, ax_score, ax_lr = fig.subplots(1, 3)
+    epochs = [h["epoch"] for h in history]
+
+    def draw(ax, key, label, **style):
+        values = [h.get(key) for h in history]
+        if any(v is not None for v in values):
+            ax.plot(epochs, values, marker="o", label=label, **style)
+
+    draw(ax_loss, "train_loss", "train (total)")
+    terms = loss_terms(history)
+    if len(terms) > 1:
+        for name in terms:
+            draw(ax_loss, f"train_{name}", f"train {name}", linestyle="--", alpha=0.8)
+    draw(ax_loss, "val_loss", "validation (cross-entropy)")
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
+    ax_loss.legend()
+    for key, label in (("val_miou", "val mIoU"), ("val_pixel_acc", "val pixel accuracy"),
+                       ("train_pixel_acc", "train pixel accuracy")):
+        draw(ax_score, key, label)
+    ax_score.set(xlabel="epoch", ylim=(0, 1.01), title="scores")
+    ax_score.grid(alpha=0.3)
+    if ax_score.lines:
+        ax_score.legend(loc="lower right")
+    draw(ax_lr, "lr", "lr", color="tab:gray")
+    ax_lr.set(xlabel="epoch", ylabel="learning rate", title="learning rate (epoch start)")
+    ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
+    ax_lr.grid(alpha=0.3)
+    for ax in (ax_loss, ax_score, ax_lr):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))     # epochs are whole numbers
+    return _save(fig, path)
+
+
+def plot_compare(runs, path=None):
+    """Several runs' curves on shared axes: validation mIoU and training loss per epoch.
+
+    Parameters
+    ----------
+    runs : dict of str to list of dict
+        Label -> history (:attr:`edu_seg.train.Trainer.history`, or the ``history`` of a
+        run's ``history.json``); one line per run.
     path : str or Path, optional
         Where to write the PNG.
 
@@ -37,23 +116,22 @@ def plot_history(history, path=None):
     -------
     matplotlib.figure.Figure
     """
-    fig = Figure(figsize=(10, 3.8), layout="constrained")
-    ax_loss, ax_score = fig.subplots(1, 2)
-    epochs = [h["epoch"] for h in history]
-    for key, label in (("train_loss", "train"), ("val_loss", "validation")):
-        values = [h.get(key) for h in history]
-        if any(v is not None for v in values):
-            ax_loss.plot(epochs, values, marker="o", label=label)
-    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
-    ax_loss.legend()
-    for key, label in (("val_miou", "val mIoU"), ("val_pixel_acc", "val pixel accuracy"),
-                       ("train_pixel_acc", "train pixel accuracy")):
-        values = [h.get(key) for h in history]
-        if any(v is not None for v in values):
-            ax_score.plot(epochs, values, marker="o", label=label)
-    ax_score.set(xlabel="epoch", ylim=(0, 1.01), title="scores")
-    ax_score.grid(alpha=0.3)
-    ax_score.legend(loc="lower right")
+    fig = Figure(figsize=(11, 4), layout="constrained")
+    ax_miou, ax_loss = fig.subplots(1, 2)
+    for label, history in runs.items():
+        epochs = [h["epoch"] for h in history]
+        line, = ax_loss.plot(epochs, [h["train_loss"] for h in history], marker="o",
+                             label=label)
+        scored = [h for h in history if h.get("val_miou") is not None]
+        if scored:                    # same colour in both panels: one run, one colour
+            ax_miou.plot([h["epoch"] for h in scored], [h["val_miou"] for h in scored],
+                         marker="o", color=line.get_color(), label=label)
+    ax_miou.set(xlabel="epoch", ylabel="mIoU", ylim=(0, 1.01), title="validation mIoU")
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="training loss (total)")
+    for ax in (ax_miou, ax_loss):
+        ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax_loss.legend(fontsize="small")
     return _save(fig, path)
 
 
@@ -164,6 +242,10 @@ def plot_confusion_matrix(matrix, class_names=None, path=None):
 def plot_run(trainer, out_dir=None, num_examples=6):
     """Write a training run's pictures: ``curves.png``, ``predictions.png``, ``confusion.png``.
 
+    Also works as ``Trainer(..., on_epoch_end=plot_run)``, which redraws them after every
+    epoch. An instance model (``model.task == "instance"``) gets the curves only: its
+    predictions are boxes and masks per object, not one class map.
+
     Parameters
     ----------
     trainer : edu_seg.train.Trainer
@@ -184,6 +266,8 @@ def plot_run(trainer, out_dir=None, num_examples=6):
     out.mkdir(parents=True, exist_ok=True)
     paths = {"curves": out / "curves.png"}
     plot_history(trainer.history, paths["curves"])
+    if trainer.model.task != "semantic":
+        return paths
     data = trainer.val_data if trainer.val_data is not None else trainer.train_data
     samples = [data[i] for i in range(min(num_examples, len(data)))]
     images = np.stack([s["image"] for s in samples])

@@ -1,0 +1,313 @@
+"""``edu-seg zoo``: every model trained with ONE recipe on Shapes, and a table to compare them.
+
+A comparison of architectures means something only if nothing but the architecture changes.
+So every row of the zoo is trained the same way (:data:`RECIPE`): the same synthetic data (a
+Shapes variant at 64x64 with 4 classes, training seed 0), the same number of optimiser steps,
+Adam at lr 3e-3 with the poly schedule, batch 16, weight seed 0, no augmentation, and each
+model at its registry default (the small CPU size that ``models.create(name, num_classes=4)``
+builds). It is then scored on 256 held-out images (validation seed 1).
+
+Each (model, variant) row holds the validation mIoU and per-class IoU, the parameters and
+FLOPs of one 64x64 image, the median training step (forward, loss, backward, update of a
+batch of 16) in ms, the inference rate (eval mode, no gradients, batch 16, after a warm-up
+call) in images/s, the wall time, and the CPU, thread count and date it was measured with.
+
+Rows MERGE into ``results.csv`` by (model, variant): a run replaces its own rows and keeps
+every other one, so the table grows model by model. ``RESULTS.md`` is rebuilt from the
+merged CSV after every row, so an interrupted run keeps the rows it finished.
+
+>>> rows = run_zoo(["unet"], ["default"], steps=300, out="zoo")    # doctest: +SKIP
+[1/1] unet on default: mIoU 0.9xxx, ... ms/step, ... img/s, ... s
+"""
+import csv
+import datetime
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .. import backend, models
+from ..autograd import Tensor, no_grad
+from ..data import Shapes
+from ..data.shapes import VARIANTS
+from ..train import TrainConfig, Trainer, evaluate, seed_everything
+
+__all__ = ["RECIPE", "COLUMNS", "run_zoo", "train_and_measure", "semantic_models",
+           "check_choices", "read_results", "merge_results", "write_results",
+           "results_markdown"]
+
+#: The one training recipe of every zoo row (only the step budget may change, per row).
+RECIPE = {
+    "size": 64, "num_classes": 4, "train_samples": 1024, "val_samples": 256,
+    "train_seed": 0, "val_seed": 1, "seed": 0,
+    "optimizer": "adam", "lr": 3e-3, "schedule": "poly", "batch_size": 16,
+}
+
+#: The columns of ``results.csv``, in order.
+COLUMNS = ("model", "variant", "steps", "miou", "class_iou", "params", "flops", "step_ms",
+           "infer_img_s", "train_s", "wall_s", "cpu", "threads", "date")
+
+
+def semantic_models():
+    """Names of the registered semantic models (``model.task == "semantic"``), sorted."""
+    return [n for n in models.available() if models.get_model_class(n).task == "semantic"]
+
+
+def check_choices(model_names=None, variants=("default",)):
+    """Validate ``--models`` and ``--variants``; returns both as lists without repeats.
+
+    Parameters
+    ----------
+    model_names : list of str, optional
+        Registered semantic models; default all of them.
+    variants : list of str
+        Shapes variants (:data:`edu_seg.data.shapes.VARIANTS`).
+
+    Raises
+    ------
+    ValueError
+        An unknown or instance model, or an unknown variant; the message lists the choices.
+    """
+    semantic = semantic_models()
+    names = list(dict.fromkeys(semantic if model_names is None else model_names))
+    for name in names:
+        if name not in models.available():
+            raise ValueError(f"zoo: --models got unknown model {name!r}; choose from "
+                             f"{', '.join(semantic)}")
+        if name not in semantic:
+            raise ValueError(f"zoo: --models got {name!r}, an instance model; the zoo trains "
+                             f"semantic models: {', '.join(semantic)}")
+    variants = list(dict.fromkeys(variants))
+    for variant in variants:
+        if variant not in VARIANTS:
+            raise ValueError(f"zoo: --variants got unknown variant {variant!r}; choose from "
+                             f"{', '.join(VARIANTS)}")
+    return names, variants
+
+
+def cpu_name():
+    """The CPU's ``model name`` from ``/proc/cpuinfo`` (else what ``platform`` knows)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass                                        # not Linux: fall back below
+    return platform.processor() or platform.machine() or "unknown"
+
+
+@no_grad()
+def inference_rate(model, images, repeats=5):
+    """Images per second of ``model`` in eval mode on ``images`` (N, 3, H, W), batch N.
+
+    One warm-up call first (it allocates the kernels' workspaces), then the median of
+    ``repeats`` timed calls; the model's mode is restored afterwards.
+    """
+    was_training = model.training
+    model.eval()
+    x = Tensor(images)
+    model(x)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model(x)
+        times.append(time.perf_counter() - start)
+    model.train(was_training)
+    return len(images) / statistics.median(times)
+
+
+def train_and_measure(name, variant, steps, on_step=None):
+    """Train model ``name`` on Shapes ``variant`` with :data:`RECIPE` and measure it.
+
+    Parameters
+    ----------
+    name : str
+        A registered semantic model, built at its registry default size.
+    variant : str
+        A Shapes variant.
+    steps : int
+        Optimiser steps (``TrainConfig.steps``: 1024 training images / batch 16 = 64 steps
+        per epoch, so 300 steps are 4 epochs and 44 steps of a fifth).
+    on_step : callable, optional
+        Passed on to the :class:`~edu_seg.train.Trainer` (progress).
+
+    Returns
+    -------
+    dict
+        One row of ``results.csv``: :data:`COLUMNS` -> value, numbers already formatted.
+    """
+    r = RECIPE
+    start = time.perf_counter()
+    common = dict(size=r["size"], num_classes=r["num_classes"], variant=variant)
+    train = Shapes(r["train_samples"], seed=r["train_seed"], **common)
+    val = Shapes(r["val_samples"], seed=r["val_seed"], **common)
+    seed_everything(r["seed"])              # the same initial weights whatever ran before
+    model = models.create(name, num_classes=r["num_classes"])
+    step_seconds = []
+
+    def record(trainer, info):
+        step_seconds.append(info["seconds"])
+        if on_step is not None:
+            on_step(trainer, info)
+
+    config = TrainConfig(steps=steps, batch_size=r["batch_size"], lr=r["lr"],
+                         optimizer=r["optimizer"], schedule=r["schedule"], seed=r["seed"],
+                         progress=False, verbose=False)
+    trainer = Trainer(model, train, None, config, on_step=record)
+    train_start = time.perf_counter()
+    trainer.fit()
+    train_seconds = time.perf_counter() - train_start
+    scores = evaluate(model, val, r["batch_size"])
+    images = np.stack([val[i]["image"] for i in range(r["batch_size"])])   # (16, 3, 64, 64)
+    rate = inference_rate(model, images)
+    size = models.summary(model, (1, 3, r["size"], r["size"]))
+    class_iou = "; ".join(f"{c}={'-' if np.isnan(v) else f'{v:.3f}'}"
+                          for c, v in zip(train.class_names, scores["iou"]))
+    return {"model": name, "variant": variant, "steps": steps, "miou": f"{scores['miou']:.4f}",
+            "class_iou": class_iou, "params": size.total_params, "flops": size.total_flops,
+            "step_ms": f"{1e3 * statistics.median(step_seconds):.1f}",
+            "infer_img_s": f"{rate:.1f}", "train_s": f"{train_seconds:.1f}",
+            "wall_s": f"{time.perf_counter() - start:.1f}", "cpu": cpu_name(),
+            "threads": backend.get_num_threads(), "date": datetime.date.today().isoformat()}
+
+
+# ------------------------------------------------------------------------------ the tables
+def read_results(path):
+    """The rows of an existing ``results.csv`` (a list of dicts of str), or [] if none."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def merge_results(old, new):
+    """``old`` rows with those of ``new`` added, a (model, variant) in both taken from ``new``.
+
+    Returns
+    -------
+    list of dict
+        Sorted by variant (in :data:`VARIANTS` order) and model name, so that the files
+        change only where a row changed.
+    """
+    merged = {(r["model"], r["variant"]): r for r in old}
+    merged.update({(r["model"], r["variant"]): r for r in new})
+    order = {v: i for i, v in enumerate(VARIANTS)}
+    return sorted(merged.values(), key=lambda r: (order.get(r["variant"], len(order)),
+                                                  r["model"]))
+
+
+def results_markdown(rows):
+    """``RESULTS.md``: the recipe, the full table and an mIoU table of models x variants."""
+    r = RECIPE
+    lines = [
+        "# Model zoo on Shapes",
+        "",
+        "Written by `edu-seg zoo` (`edu_seg/bench/zoo.py`); rows are merged by (model, "
+        "variant), and each keeps the CPU, thread count and date it was measured with. "
+        "Recompute a row with `edu-seg zoo --models MODEL --variants VARIANT --steps STEPS`.",
+        "",
+        f"**Recipe (the same for every row).** Each model at its registry default size "
+        f"(`models.create(name, num_classes={r['num_classes']})`, weights seeded with "
+        f"{r['seed']}); Shapes of the row's variant, {r['size']}x{r['size']}, "
+        f"{r['num_classes']} classes, {r['train_samples']} training images (seed "
+        f"{r['train_seed']}), no augmentation; {r['optimizer'].capitalize()}, lr {r['lr']:g}, "
+        f"{r['schedule']} schedule (power 0.9) over the run's steps, batch {r['batch_size']}, "
+        f"no weight decay, loader seed {r['seed']}; `steps` optimiser steps "
+        f"({r['train_samples'] // r['batch_size']} per epoch; 300 by default). Scored on "
+        f"{r['val_samples']} held-out images of the same variant (seed {r['val_seed']}).",
+        "",
+        "**Columns.** mIoU and per-class IoU on the held-out images; parameters; FLOPs of one "
+        f"{r['size']}x{r['size']} image (a multiply-add counts 2); step: median ms of one "
+        f"training step (forward, loss, backward, update; batch {r['batch_size']}; data "
+        f"generation excluded); inference: images/s in eval mode without gradients, batch "
+        f"{r['batch_size']}, after one warm-up call; train s: the training loop; wall s: the "
+        "whole row (build, train, evaluate, time).",
+        "",
+        "| model | variant | steps | mIoU | per-class IoU | params | MFLOPs | step ms "
+        "| infer img/s | train s | wall s | CPU | threads | date |",
+        "|---|---|--:|--:|---|--:|--:|--:|--:|--:|--:|---|--:|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['model']} | {row['variant']} | {row['steps']} | {row['miou']} "
+            f"| {row['class_iou']} | {int(row['params']):,} | {int(row['flops']) / 1e6:.1f} "
+            f"| {row['step_ms']} | {row['infer_img_s']} | {row['train_s']} | {row['wall_s']} "
+            f"| {row['cpu']} | {row['threads']} | {row['date']} |")
+    variants = list(dict.fromkeys(row["variant"] for row in rows))
+    names = sorted({row["model"] for row in rows})
+    miou = {(row["model"], row["variant"]): row["miou"] for row in rows}
+    lines += ["", "## mIoU by model and variant", "",
+              "| model | " + " | ".join(variants) + " |",
+              "|---|" + "--:|" * len(variants)]
+    lines += [f"| {name} | " + " | ".join(miou.get((name, v), "") for v in variants) + " |"
+              for name in names]
+    return "\n".join(lines) + "\n"
+
+
+def write_results(rows, out):
+    """Write ``rows`` to ``out/results.csv`` and ``out/RESULTS.md``; returns the two paths."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path, md_path = out / "results.csv", out / "RESULTS.md"
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS, restval="", extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    md_path.write_text(results_markdown(rows))
+    return csv_path, md_path
+
+
+# ---------------------------------------------------------------------------------- the run
+def run_zoo(model_names=None, variants=("default",), steps=300, out="zoo", progress=True):
+    """Train and measure every (model, variant) pair; merge each row into ``out`` as it ends.
+
+    Parameters
+    ----------
+    model_names : list of str, optional
+        Default: every registered semantic model.
+    variants : list of str
+        Shapes variants.
+    steps : int
+        Optimiser steps per row.
+    out : str or Path
+        Folder of ``results.csv`` and ``RESULTS.md``.
+    progress : bool
+        One tqdm bar over all steps of the run, described ``[i/n] MODEL on VARIANT`` with
+        the row's step; a line per finished row is printed either way.
+
+    Returns
+    -------
+    list of dict
+        The rows this run measured.
+    """
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"zoo: --steps must be a positive int, got {steps!r}")
+    from tqdm.auto import tqdm
+
+    names, variants = check_choices(model_names, variants)
+    pairs = [(name, variant) for variant in variants for name in names]
+    print(f"zoo: {len(names)} model(s) x {len(variants)} variant(s), {steps} steps each, "
+          f"{backend.get_num_threads()} thread(s); results in {Path(out)}/", flush=True)
+    bar = tqdm(total=len(pairs) * steps, unit="step", disable=not progress, dynamic_ncols=True)
+    rows = []
+    try:
+        for i, (name, variant) in enumerate(pairs, 1):
+            label = f"[{i}/{len(pairs)}] {name} on {variant}"
+            bar.set_description(label)
+
+            def on_step(trainer, info):
+                bar.update(1)
+                bar.set_postfix_str(f"step {info['step']}/{steps}, loss {info['loss']:.3f}")
+
+            row = train_and_measure(name, variant, steps, on_step)
+            rows.append(row)
+            write_results(merge_results(read_results(Path(out) / "results.csv"), [row]), out)
+            tqdm.write(f"{label}: mIoU {row['miou']}, {row['step_ms']} ms/step, "
+                       f"{row['infer_img_s']} img/s, {row['wall_s']} s")
+    finally:
+        bar.close()
+    return rows

@@ -1,0 +1,142 @@
+"""A model with an auxiliary head through the Trainer, and ``edu-seg zoo``: the recipe's rows,
+their columns, merging into an existing results.csv, and clear errors for bad choices."""
+import csv
+import dataclasses
+
+import pytest
+
+from edu_seg import cli, models, nn
+from edu_seg.bench import zoo
+from edu_seg.data import Shapes
+from edu_seg.models.base import SegmentationModel
+from edu_seg.train import TrainConfig, Trainer, seed_everything
+from edu_seg.viz.training import plot_history
+
+NAME = "test-aux"                  # registered only while a test that needs it runs
+
+
+@dataclasses.dataclass
+class TinyAuxConfig:
+    num_classes: int
+    in_channels: int = 3
+    width: int = 4
+
+
+class TinyAux(SegmentationModel):
+    """Two 3x3 convs and two 1x1 heads; in training mode also an auxiliary score map."""
+
+    config_class = TinyAuxConfig
+    aux_weights = {"aux": 0.4}
+
+    def __init__(self, config):
+        super().__init__(config)
+        c = config
+        self.body = nn.Sequential(nn.Conv2d(c.in_channels, c.width, 3, padding=1), nn.ReLU(),
+                                  nn.Conv2d(c.width, c.width, 3, padding=1), nn.ReLU())
+        self.head = nn.Conv2d(c.width, c.num_classes, 1)
+        self.aux_head = nn.Conv2d(c.width, c.num_classes, 1)
+
+    def forward(self, x):
+        self.check_input_size(x.shape)
+        features = self.body(x)                            # (N, width, H, W)
+        scores = self.head(features)                       # (N, K, H, W)
+        if self.training:
+            return {"out": scores, "aux": self.aux_head(features)}
+        return scores
+
+
+@pytest.fixture
+def aux_model():
+    models.register(NAME)(TinyAux)
+    yield NAME
+    del models._REGISTRY[NAME]
+
+
+def test_a_model_with_an_aux_head_logs_both_terms_and_plots_them(aux_model):
+    seed_everything(0)
+    model = models.create(aux_model, num_classes=4)
+    trainer = Trainer(model, Shapes(16, size=16, seed=0), Shapes(8, size=16, seed=1),
+                      TrainConfig(epochs=2, batch_size=8, lr=1e-2, progress=False,
+                                  verbose=False))
+    history = trainer.fit()
+    last = history[-1]
+    assert {"train_loss", "train_ce", "train_aux", "train_pixel_acc", "val_miou"} <= set(last)
+    # means over the epoch are linear, so the total's mean is the weighted sum of the terms'
+    assert last["train_loss"] == pytest.approx(last["train_ce"] + 0.4 * last["train_aux"])
+    assert "(ce " in trainer.epoch_line(last) and ", aux " in trainer.epoch_line(last)
+    fig = plot_history(history)
+    labels = [t.get_text() for ax in fig.axes if ax.get_legend()
+              for t in ax.get_legend().get_texts()]
+    assert {"train (total)", "train ce", "train aux"} <= set(labels)
+    lr_panel = fig.axes[2]
+    assert lr_panel.get_title().startswith("learning rate")
+    assert list(lr_panel.lines[0].get_ydata()) == [h["lr"] for h in history]
+
+
+def _rows(out):
+    with open(out / "results.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        return reader.fieldnames, list(reader)
+
+
+def test_zoo_writes_the_tables_and_later_runs_merge_their_rows(aux_model, tmp_path, capsys):
+    out = tmp_path / "zoo"
+    assert cli.main(["zoo", "--models", "unet", "--steps", "4", "--out", str(out),
+                     "--no-progress"]) == 0
+    assert "[1/1] unet on default: mIoU" in capsys.readouterr().out
+    columns, rows = _rows(out)
+    assert tuple(columns) == zoo.COLUMNS
+    (unet,) = rows
+    assert (unet["model"], unet["variant"], unet["steps"]) == ("unet", "default", "4")
+    assert 0 <= float(unet["miou"]) <= 1 and unet["class_iou"].startswith("background=")
+    assert int(unet["params"]) == models.create("unet", num_classes=4).num_parameters()
+    assert int(unet["flops"]) > 0 and float(unet["step_ms"]) > 0
+    assert float(unet["infer_img_s"]) > 0 and float(unet["wall_s"]) >= float(unet["train_s"])
+    assert unet["cpu"] and int(unet["threads"]) >= 1 and len(unet["date"]) == 10
+
+    # another model on two variants: rows are added, the unet row is kept as it was
+    assert cli.main(["zoo", "--models", aux_model, "--variants", "default", "scale",
+                     "--steps", "4", "--out", str(out), "--no-progress"]) == 0
+    _, rows = _rows(out)
+    assert [(r["model"], r["variant"]) for r in rows] == \
+        [(aux_model, "default"), ("unet", "default"), (aux_model, "scale")]
+    assert rows[1] == unet
+    # the same key again replaces its row
+    assert cli.main(["zoo", "--models", aux_model, "--steps", "2", "--out", str(out),
+                     "--no-progress"]) == 0
+    _, rows = _rows(out)
+    assert len(rows) == 3 and rows[0]["steps"] == "2" and rows[2]["steps"] == "4"
+
+    md = (out / "RESULTS.md").read_text()
+    assert "Adam, lr 0.003, poly schedule" in md and "batch 16" in md and "256 held-out" in md
+    assert md.count(f"| {aux_model} | ") == 3            # two rows + the mIoU-by-variant row
+    assert "| model | default | scale |" in md
+
+
+def test_the_same_recipe_gives_the_same_row(aux_model):
+    a = zoo.train_and_measure(aux_model, "default", 3)
+    b = zoo.train_and_measure(aux_model, "default", 3)
+    assert (a["miou"], a["class_iou"]) == (b["miou"], b["class_iou"])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--models", "unet", "nosuchnet"], "--models got unknown model 'nosuchnet'; choose from "
+                                        + ", ".join(zoo.semantic_models())),
+    (["--variants", "stripes"], "--variants got unknown variant 'stripes'; choose from "
+                                "default, scale, context, thin, boundary"),
+    (["--steps", "0"], "--steps must be a positive int, got 0"),
+])
+def test_zoo_rejects_bad_choices_with_the_choices(argv, message, tmp_path, capsys):
+    assert cli.main(["zoo", *argv, "--out", str(tmp_path), "--no-progress"]) == 1
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "results.csv").exists()
+
+
+def test_merge_keeps_other_rows_and_sorts_by_variant_then_model():
+    old = [{"model": "b", "variant": "scale", "miou": "1"},
+           {"model": "a", "variant": "default", "miou": "2"}]
+    new = [{"model": "b", "variant": "scale", "miou": "3"},
+           {"model": "c", "variant": "default", "miou": "4"}]
+    merged = zoo.merge_results(old, new)
+    assert [(r["model"], r["variant"], r["miou"]) for r in merged] == \
+        [("a", "default", "2"), ("c", "default", "4"), ("b", "scale", "3")]
