@@ -4,7 +4,7 @@
     edu-seg train --model unet --data shapes[:VARIANT] | PATH --epochs N --out DIR
     edu-seg train ... --resume DIR/last.npz   continue a stopped run (Ctrl-C prints this line)
     edu-seg eval --checkpoint DIR/best.npz
-    edu-seg predict --checkpoint DIR/best.npz --image in.png --out mask.png
+    edu-seg predict --checkpoint DIR/best.npz --image in.png --out mask.png [--crf]
     edu-seg models                     list the models that can be trained
     edu-seg zoo --models unet fcn8s --variants default scale --steps 300 --out zoo
                                        every model, one recipe: zoo/RESULTS.md, results.csv
@@ -313,7 +313,7 @@ def cmd_eval(args):
 def cmd_predict(args):
     from PIL import Image
 
-    from .train import load_checkpoint, predict
+    from .train import load_checkpoint, predict, predict_probabilities
     from .viz.palette import colorize
 
     _setup(args)
@@ -324,7 +324,13 @@ def cmd_predict(args):
     except (OSError, ValueError) as exc:
         raise SystemExit(f"edu-seg predict: cannot read image {args.image}: {exc}")
     image = rgb.transpose(2, 0, 1)[None]                                   # (1, 3, H, W)
-    mask = predict(ckpt.model, image)[0]                                   # (H, W)
+    if args.crf:
+        from .crf import dense_crf
+
+        probs = predict_probabilities(ckpt.model, image)[0]                # (C, H, W)
+        mask = dense_crf(image[0], probs).argmax(axis=0)                   # (H, W)
+    else:
+        mask = predict(ckpt.model, image)[0]                               # (H, W)
     colours = ((ckpt.train_state or {}).get("data") or {}).get("class_colors")
     Image.fromarray(colorize(mask, colours)).save(args.out)
     names = (ckpt.train_state or {}).get("class_names") or []
@@ -409,6 +415,9 @@ def build_parser():
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--image", required=True, help="input image (PNG, JPEG, ...)")
     p.add_argument("--out", required=True, help="output label PNG")
+    p.add_argument("--crf", action="store_true", help="refine the model's probabilities with "
+                   "the fully connected CRF (edu_seg.crf.dense_crf, default parameters) "
+                   "before taking the argmax")
     add_runtime(p)
     p.set_defaults(func=cmd_predict)
     return parser

@@ -51,7 +51,8 @@ from .ops.loss import cross_entropy
 from .ops.misc import default_generator, manual_seed
 from .optim import SGD, Adam, AdamW, CosineLR, PolyLR
 
-__all__ = ["TrainConfig", "Trainer", "seed_everything", "evaluate", "predict", "save_checkpoint",
+__all__ = ["TrainConfig", "Trainer", "seed_everything", "evaluate", "predict",
+           "predict_probabilities", "save_checkpoint",
            "load_checkpoint", "CheckpointError"]
 
 CHECKPOINT_FORMAT = "edu_seg-checkpoint"
@@ -518,8 +519,9 @@ def evaluate(model, data, batch_size=16, ignore_index=-100):
 
 
 @no_grad()
-def predict(model, images, batch_size=16):
-    """Class map for images of any size: pads them to a size the model accepts, then crops.
+def predict_probabilities(model, images, batch_size=16):
+    """Class probabilities for images of any size: pads them to a size the model accepts,
+    runs it in eval mode, crops, and takes the softmax over the classes.
 
     Parameters
     ----------
@@ -529,7 +531,8 @@ def predict(model, images, batch_size=16):
 
     Returns
     -------
-    array of int64, shape (N, H, W)
+    array of float32, shape (N, num_classes, H, W)
+        Sums to 1 over the class axis (what a CRF or a calibration plot needs).
 
     Notes
     -----
@@ -546,13 +549,25 @@ def predict(model, images, batch_size=16):
     widths = ((0, 0), (0, 0), (top, in_h - H - top), (left, in_w - W - left))
     was_training = model.training
     model.eval()
-    preds = []
+    probs = []
     for i in range(0, N, batch_size):
         x = np.pad(images[i:i + batch_size], widths, mode="symmetric")
-        scores = model(Tensor(np.ascontiguousarray(x, dtype=np.float32)))  # (n, C, oh, ow)
-        preds.append(scores.data.argmax(axis=1)[:, :H, :W])
+        scores = model(Tensor(np.ascontiguousarray(x, dtype=np.float32))).data
+        scores = scores[:, :, :H, :W]                              # (n, C, H, W)
+        e = np.exp(scores - scores.max(axis=1, keepdims=True))     # a stable softmax
+        probs.append(e / e.sum(axis=1, keepdims=True))
     model.train(was_training)
-    return np.concatenate(preds).astype(np.int64)
+    return np.concatenate(probs).astype(np.float32, copy=False)
+
+
+def predict(model, images, batch_size=16):
+    """Class map for images of any size: the argmax of :func:`predict_probabilities`.
+
+    Returns
+    -------
+    array of int64, shape (N, H, W)
+    """
+    return predict_probabilities(model, images, batch_size).argmax(axis=1).astype(np.int64)
 
 
 # ------------------------------------------------------------------------------ checkpoints
