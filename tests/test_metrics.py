@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 import edu_seg
-from edu_seg.metrics import ConfusionMatrix
+from edu_seg.metrics import (BoundaryConfusion, ConfusionMatrix, boundary_band,
+                             boundary_band_iou)
 
 # A 3-class example worked out by hand (rows = ground truth, columns = prediction):
 #   target: 0 0 0 1 1 2 2 2
@@ -195,3 +196,71 @@ def test_bad_dtypes():
 def test_bad_num_classes(bad):
     with pytest.raises(ValueError, match=r"num_classes must be a positive int"):
         ConfusionMatrix(bad)
+
+
+# --------------------------------------------------------------------- boundary-band IoU
+def _square(top, left, size=16, side=8):
+    mask = np.zeros((1, size, size), np.int64)
+    mask[0, top:top + side, left:left + side] = 1
+    return mask
+
+
+def test_boundary_band_is_the_edge_pixels_dilated_by_a_square():
+    row = np.array([[0, 0, 0, 0, 1, 1, 1, 1]])
+    assert boundary_band(row, band=0).astype(int).tolist() == [[0, 0, 0, 1, 1, 0, 0, 0]]
+    assert boundary_band(row, band=2).astype(int).tolist() == [[0, 1, 1, 1, 1, 1, 1, 0]]
+    band = boundary_band(_square(4, 4), band=1)[0]
+    # The edge: the square's outer ring (rows/cols 4..11) and its 4-neighbours outside
+    # (rows/cols 3 and 12, not the diagonal corners). Dilated by a 3x3 square: rows/cols
+    # 2..13, except the 4 corners (2, 2)... (2 from the nearest edge pixel) and the inside
+    # rows/cols 6..9.
+    expected = np.zeros((16, 16), bool)
+    expected[2:14, 2:14] = True
+    expected[6:10, 6:10] = False
+    expected[[2, 2, 13, 13], [2, 13, 2, 13]] = False
+    np.testing.assert_array_equal(band, expected)
+    assert not boundary_band(np.zeros((2, 5, 5), int), band=3).any()   # no edge, no band
+
+
+def test_boundary_band_ignores_edges_to_ignored_pixels_and_never_crosses_images():
+    target = np.array([[[0, 0, 255, 1]], [[1, 1, 1, 1]]])              # (2, 1, 4)
+    band = boundary_band(target, band=0, ignore_index=255)
+    assert band.astype(int).tolist() == [[[0, 0, 0, 0]], [[0, 0, 0, 0]]]
+    with pytest.raises(ValueError, match="band must be an int >= 0, got -1"):
+        boundary_band(target, band=-1)
+
+
+def test_perfect_prediction_scores_one_in_the_band():
+    target = _square(4, 4)
+    iou, miou = boundary_band_iou(target, target, num_classes=2, band=2)
+    assert miou == 1.0 and iou.tolist() == [1.0, 1.0]
+
+
+def test_a_square_shifted_by_one_pixel_loses_more_in_the_band_than_overall():
+    target = _square(8, 8, size=32, side=16)
+    pred = _square(8, 9, size=32, side=16)                              # one column right
+    full = ConfusionMatrix(2)
+    full.update(pred, target)
+    # Overall: 16 of 256 square pixels missed and 16 background pixels claimed, diluted by
+    # the correct pixels far from the edges.
+    np.testing.assert_allclose(full.iou(), [752 / 784, 240 / 272])
+    iou, miou = boundary_band_iou(pred, target, num_classes=2, band=1)
+    # The band: rows/cols 6..25 minus 4 corners minus the inside rows/cols 10..21, 252
+    # pixels, 112 of them square. The same 32 wrong pixels all lie in it.
+    np.testing.assert_allclose(iou, [124 / 156, 96 / 128])
+    assert miou < full.miou() - 0.1
+
+
+def test_boundary_confusion_accumulates_like_one_big_batch():
+    rng = np.random.default_rng(0)
+    target = rng.integers(0, 3, (4, 12, 12))
+    target[:, :6] = 0                                                  # some calm regions
+    pred = np.where(rng.random(target.shape) < 0.8, target, rng.integers(0, 3, target.shape))
+    cm = BoundaryConfusion(3, band=1)
+    for i in range(4):
+        cm.update(pred[i:i + 1], target[i:i + 1])
+    iou, miou = boundary_band_iou(pred, target, num_classes=3, band=1)
+    np.testing.assert_allclose(cm.iou(), iou)
+    assert cm.miou() == pytest.approx(miou)
+    logits = np.eye(3, dtype=np.float32)[pred].transpose(0, 3, 1, 2)   # (N, C, H, W)
+    assert boundary_band_iou(logits, target, 3, band=1)[1] == pytest.approx(miou)

@@ -89,6 +89,7 @@ def test_zoo_writes_the_tables_and_later_runs_merge_their_rows(aux_model, tmp_pa
     (unet,) = rows
     assert (unet["model"], unet["variant"], unet["steps"]) == ("unet", "default", "4")
     assert 0 <= float(unet["miou"]) <= 1 and unet["class_iou"].startswith("background=")
+    assert 0 <= float(unet["boundary_iou"]) <= 1
     assert int(unet["params"]) == models.create("unet", num_classes=4).num_parameters()
     assert int(unet["flops"]) > 0 and float(unet["step_ms"]) > 0
     assert float(unet["infer_img_s"]) > 0 and float(unet["wall_s"]) >= float(unet["train_s"])
@@ -109,8 +110,30 @@ def test_zoo_writes_the_tables_and_later_runs_merge_their_rows(aux_model, tmp_pa
 
     md = (out / "RESULTS.md").read_text()
     assert "Adam, lr 0.003, poly schedule" in md and "batch 16" in md and "256 held-out" in md
-    assert md.count(f"| {aux_model} | ") == 3            # two rows + the mIoU-by-variant row
-    assert "| model | default | scale |" in md
+    assert md.count(f"| {aux_model} | ") == 4            # two rows + mIoU and boundary tables
+    assert md.count("| model | default | scale |") == 2
+    assert "## Boundary IoU by model and variant" in md
+
+
+def test_rows_written_before_the_boundary_column_merge_and_show_it_blank(tmp_path):
+    old_columns = [c for c in zoo.COLUMNS if c != "boundary_iou"]
+    old = dict.fromkeys(old_columns, "1")
+    old.update(model="fcn8s", variant="default", miou="0.8269")
+    with open(tmp_path / "results.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=old_columns)
+        writer.writeheader()
+        writer.writerow(old)
+    new = {**dict.fromkeys(zoo.COLUMNS, "1"), "model": "segnet", "variant": "default",
+           "miou": "0.7", "boundary_iou": "0.6"}
+    zoo.write_results(zoo.merge_results(zoo.read_results(tmp_path / "results.csv"), [new]),
+                      tmp_path)
+    columns, rows = _rows(tmp_path)
+    assert tuple(columns) == zoo.COLUMNS
+    assert [(r["model"], r["miou"], r["boundary_iou"]) for r in rows] == \
+        [("fcn8s", "0.8269", ""), ("segnet", "0.7", "0.6")]
+    md = (tmp_path / "RESULTS.md").read_text()
+    assert "| fcn8s | default | 1 | 0.8269 |  | 1 |" in md
+    assert md.rstrip().endswith("| fcn8s |  |\n| segnet | 0.6 |")
 
 
 def test_the_same_recipe_gives_the_same_row(aux_model):

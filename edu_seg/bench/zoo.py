@@ -7,7 +7,9 @@ Adam at lr 3e-3 with the poly schedule, batch 16, weight seed 0, no augmentation
 model at its registry default (the small CPU size that ``models.create(name, num_classes=4)``
 builds). It is then scored on 256 held-out images (validation seed 1).
 
-Each (model, variant) row holds the validation mIoU and per-class IoU, the parameters and
+Each (model, variant) row holds the validation mIoU, the boundary IoU (mIoU over only the
+pixels within 2 px of a true edge, :class:`~edu_seg.metrics.BoundaryConfusion`: how well the
+boundaries are placed) and per-class IoU, the parameters and
 FLOPs of one 64x64 image, the median training step (forward, loss, backward, update of a
 batch of 16) in ms, the inference rate (eval mode, no gradients, batch 16, after a warm-up
 call) in images/s, the wall time, and the CPU, thread count and date it was measured with.
@@ -30,8 +32,10 @@ import numpy as np
 
 from .. import backend, models
 from ..autograd import Tensor, no_grad
-from ..data import Shapes
+from ..data import DataLoader, Shapes
 from ..data.shapes import VARIANTS
+from ..metrics import BoundaryConfusion
+from ..models.base import crop_target
 from ..train import TrainConfig, Trainer, evaluate, seed_everything
 
 __all__ = ["RECIPE", "COLUMNS", "run_zoo", "train_and_measure", "semantic_models",
@@ -43,10 +47,11 @@ RECIPE = {
     "size": 64, "num_classes": 4, "train_samples": 1024, "val_samples": 256,
     "train_seed": 0, "val_seed": 1, "seed": 0,
     "optimizer": "adam", "lr": 3e-3, "schedule": "poly", "batch_size": 16,
+    "boundary_band": 2,
 }
 
 #: The columns of ``results.csv``, in order.
-COLUMNS = ("model", "variant", "steps", "miou", "class_iou", "params", "flops", "step_ms",
+COLUMNS = ("model", "variant", "steps", "miou", "boundary_iou", "class_iou", "params", "flops", "step_ms",
            "infer_img_s", "train_s", "wall_s", "cpu", "threads", "date")
 
 
@@ -119,6 +124,23 @@ def inference_rate(model, images, repeats=5):
     return len(images) / statistics.median(times)
 
 
+@no_grad()
+def boundary_iou(model, data, band, batch_size=16):
+    """Mean IoU of ``model`` on ``data`` over the pixels within ``band`` px of a true edge.
+
+    One :class:`~edu_seg.metrics.BoundaryConfusion` accumulated over the whole dataset, the
+    model in eval mode (its mode is restored afterwards).
+    """
+    was_training = model.training
+    model.eval()
+    cm = BoundaryConfusion(model.config.num_classes, band=band)
+    for batch in DataLoader(data, batch_size=batch_size, shuffle=False):
+        scores = model(Tensor(batch["image"]))                   # (N, K, OH, OW)
+        cm.update(scores.data.argmax(axis=1), crop_target(batch["mask"], scores.shape[-2:]))
+    model.train(was_training)
+    return cm.miou()
+
+
 def train_and_measure(name, variant, steps, on_step=None):
     """Train model ``name`` on Shapes ``variant`` with :data:`RECIPE` and measure it.
 
@@ -161,13 +183,14 @@ def train_and_measure(name, variant, steps, on_step=None):
     trainer.fit()
     train_seconds = time.perf_counter() - train_start
     scores = evaluate(model, val, r["batch_size"])
+    band_miou = boundary_iou(model, val, r["boundary_band"], r["batch_size"])
     images = np.stack([val[i]["image"] for i in range(r["batch_size"])])   # (16, 3, 64, 64)
     rate = inference_rate(model, images)
     size = models.summary(model, (1, 3, r["size"], r["size"]))
     class_iou = "; ".join(f"{c}={'-' if np.isnan(v) else f'{v:.3f}'}"
                           for c, v in zip(train.class_names, scores["iou"]))
     return {"model": name, "variant": variant, "steps": steps, "miou": f"{scores['miou']:.4f}",
-            "class_iou": class_iou, "params": size.total_params, "flops": size.total_flops,
+            "boundary_iou": f"{band_miou:.4f}", "class_iou": class_iou, "params": size.total_params, "flops": size.total_flops,
             "step_ms": f"{1e3 * statistics.median(step_seconds):.1f}",
             "infer_img_s": f"{rate:.1f}", "train_s": f"{train_seconds:.1f}",
             "wall_s": f"{time.perf_counter() - start:.1f}", "cpu": cpu_name(),
@@ -220,31 +243,35 @@ def results_markdown(rows):
         f"({r['train_samples'] // r['batch_size']} per epoch; 300 by default). Scored on "
         f"{r['val_samples']} held-out images of the same variant (seed {r['val_seed']}).",
         "",
-        "**Columns.** mIoU and per-class IoU on the held-out images; parameters; FLOPs of one "
+        "**Columns.** mIoU and per-class IoU on the held-out images; boundary IoU: the mIoU "
+        f"over only the pixels within {r['boundary_band']} px (Chebyshev distance) of an edge "
+        "of the true mask, which scores where the boundaries are placed (blank in rows "
+        "measured before the column existed); parameters; FLOPs of one "
         f"{r['size']}x{r['size']} image (a multiply-add counts 2); step: median ms of one "
         f"training step (forward, loss, backward, update; batch {r['batch_size']}; data "
         f"generation excluded); inference: images/s in eval mode without gradients, batch "
         f"{r['batch_size']}, after one warm-up call; train s: the training loop; wall s: the "
         "whole row (build, train, evaluate, time).",
         "",
-        "| model | variant | steps | mIoU | per-class IoU | params | MFLOPs | step ms "
-        "| infer img/s | train s | wall s | CPU | threads | date |",
-        "|---|---|--:|--:|---|--:|--:|--:|--:|--:|--:|---|--:|---|",
+        "| model | variant | steps | mIoU | boundary IoU | per-class IoU | params | MFLOPs "
+        "| step ms | infer img/s | train s | wall s | CPU | threads | date |",
+        "|---|---|--:|--:|--:|---|--:|--:|--:|--:|--:|--:|---|--:|---|",
     ]
     for row in rows:
         lines.append(
             f"| {row['model']} | {row['variant']} | {row['steps']} | {row['miou']} "
-            f"| {row['class_iou']} | {int(row['params']):,} | {int(row['flops']) / 1e6:.1f} "
+            f"| {row.get('boundary_iou', '')} | {row['class_iou']} | {int(row['params']):,} | {int(row['flops']) / 1e6:.1f} "
             f"| {row['step_ms']} | {row['infer_img_s']} | {row['train_s']} | {row['wall_s']} "
             f"| {row['cpu']} | {row['threads']} | {row['date']} |")
     variants = list(dict.fromkeys(row["variant"] for row in rows))
     names = sorted({row["model"] for row in rows})
-    miou = {(row["model"], row["variant"]): row["miou"] for row in rows}
-    lines += ["", "## mIoU by model and variant", "",
-              "| model | " + " | ".join(variants) + " |",
-              "|---|" + "--:|" * len(variants)]
-    lines += [f"| {name} | " + " | ".join(miou.get((name, v), "") for v in variants) + " |"
-              for name in names]
+    for column, title in (("miou", "mIoU"), ("boundary_iou", "Boundary IoU")):
+        value = {(row["model"], row["variant"]): row.get(column, "") for row in rows}
+        lines += ["", f"## {title} by model and variant", "",
+                  "| model | " + " | ".join(variants) + " |",
+                  "|---|" + "--:|" * len(variants)]
+        lines += [f"| {name} | " + " | ".join(value.get((name, v), "") for v in variants)
+                  + " |" for name in names]
     return "\n".join(lines) + "\n"
 
 
@@ -306,7 +333,8 @@ def run_zoo(model_names=None, variants=("default",), steps=300, out="zoo", progr
             row = train_and_measure(name, variant, steps, on_step)
             rows.append(row)
             write_results(merge_results(read_results(Path(out) / "results.csv"), [row]), out)
-            tqdm.write(f"{label}: mIoU {row['miou']}, {row['step_ms']} ms/step, "
+            tqdm.write(f"{label}: mIoU {row['miou']}, boundary IoU {row['boundary_iou']}, "
+                       f"{row['step_ms']} ms/step, "
                        f"{row['infer_img_s']} img/s, {row['wall_s']} s")
     finally:
         bar.close()

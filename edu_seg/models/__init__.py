@@ -2,7 +2,7 @@
 
 >>> import edu_seg.models as models
 >>> models.available()                                          # doctest: +SKIP
-['fcn16s', 'fcn32s', 'fcn8s', 'unet']
+['deeplab_largefov', 'dilatednet', 'fcn16s', 'fcn32s', 'fcn8s', 'segnet', 'unet']
 >>> model = models.create("unet", num_classes=4)                # the small CPU version
 >>> print(models.summary(model, (1, 3, 64, 64)))                # doctest: +SKIP
 
@@ -125,4 +125,4 @@ from .base import InstanceSegmentationModel, SegmentationModel  # noqa: E402
 from .summary import summary  # noqa: E402
 from .backbones import (available_backbones, create_backbone,  # noqa: E402
                         load_torchvision_state_dict)
-from . import fcn, unet  # noqa: E402,F401  (each registers its models)
+from . import deeplab_largefov, dilatednet, fcn, segnet, unet  # noqa: E402,F401  (each registers its models)

@@ -21,12 +21,21 @@ The full-size presets reproduce torchvision's ``vgg16()`` and ``vgg16_bn()``: th
 ``avgpool`` and ``classifier``, the same initialisation, and ``features(x)[32]`` equals
 torchvision's ``model.features(x)``. The tiny presets keep five stages of 3x3 convs with
 widths 16-32-64-64-64 and one or two convs per stage.
+
+Output stride 8 or 16 (``output_stride=8``: DeepLab v1/v2's and Yu & Koltun's front-end)
+    The last one or two max-pools lose their stride and every conv after them is dilated by
+    the stride they would have applied (:class:`~edu_seg.models.backbones.StrideSchedule`),
+    so conv5 reads the un-subsampled map with dilation 2 (one pool removed) or 4 (two). A pool
+    whose stride is removed becomes an ``nn.Identity`` at the same index of ``features``, so
+    the state-dict keys stay torchvision's and ImageNet weights still load: Yu & Koltun
+    remove these pools outright; DeepLab keeps a 3x3 stride-1 max-pool there, which this
+    version does not. The default ``output_stride=32`` builds torchvision's VGG unchanged.
 """
 import dataclasses
-from typing import Optional
+from typing import Literal, Optional
 
 from ... import nn
-from . import SequentialBackbone, register_backbone
+from . import SequentialBackbone, StrideSchedule, register_backbone
 
 __all__ = ["VGG", "VGGConfig"]
 
@@ -50,6 +59,9 @@ class VGGConfig:
         Width of the two hidden fully connected layers (4096).
     dropout : float
         Dropout of the classifier (0.5).
+    output_stride : {8, 16, 32}
+        32 is torchvision's VGG; 16 removes pool5's stride, 8 pool4's and pool5's, dilating
+        the convs after them instead (module docstring).
     """
 
     in_channels: int = 3
@@ -59,6 +71,7 @@ class VGGConfig:
     num_classes: Optional[int] = None
     classifier_width: int = 4096
     dropout: float = dataclasses.field(default=0.5, metadata={"min": 0.0, "max": 1.0})
+    output_stride: Literal[8, 16, 32] = 32
 
 
 class VGG(SequentialBackbone):
@@ -66,6 +79,8 @@ class VGG(SequentialBackbone):
 
     Each stage is ``depths[i]`` x (conv 3x3 [-> BN] -> ReLU) and a 2x2 max-pool; its output
     is the pooled map (FCN's pool3, pool4, pool5 are ``features(x)[8]``, ``[16]``, ``[32]``).
+    With ``output_stride=8`` the stage strides are 2, 4, 8, 8, 8, and ``features(x)[8]`` is
+    the (dilated) conv5 output.
 
     Parameters
     ----------
@@ -79,16 +94,20 @@ class VGG(SequentialBackbone):
         super().__init__(config)
         c = self.config
         layers, in_channels = [], c.in_channels
-        for stage, (width, depth) in enumerate(zip(c.widths, c.depths)):
+        schedule = StrideSchedule(c.output_stride)
+        for width, depth in zip(c.widths, c.depths):
+            d = schedule.dilation                  # > 1 after a pool that lost its stride
             for _ in range(depth):
-                layers.append(nn.Conv2d(in_channels, width, 3, padding=1))
+                layers.append(nn.Conv2d(in_channels, width, 3, padding=d, dilation=d))
                 if c.batch_norm:
                     layers.append(nn.BatchNorm2d(width))
                 layers.append(nn.ReLU())
                 in_channels = width
-            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+            stride, _ = schedule.step(2)
+            layers.append(nn.MaxPool2d(kernel_size=2, stride=2) if stride == 2
+                          else nn.Identity())          # same index: torchvision's keys
             self.stage_ends.append(str(len(layers) - 1))          # the pool's index
-            self.stage_strides.append(2 ** (stage + 1))
+            self.stage_strides.append(schedule.stride)
             self.stage_channels.append(width)
         self.features = nn.Sequential(*layers)                    # a child named "features"
         if c.num_classes is not None:
