@@ -108,11 +108,10 @@ def cmd_models(args):
         summary = (cls.__doc__ or "").strip().splitlines()[0]
         fields = ", ".join(f"{f.name}={f.default!r}" if f.default is not dataclasses.MISSING
                            else f.name for f in dataclasses.fields(cls.config_class))
-        print(f"{name:10s} {summary}")
-        print(f"{'':10s} config: {fields}")
+        print(f"{name}: {summary}")
+        print(f"    config: {fields}")
         for preset, values in cls.presets.items():
-            print(f"{'':10s} preset {preset}: "
-                  + ", ".join(f"{k}={v!r}" for k, v in values.items()))
+            print(f"    preset {preset}: " + ", ".join(f"{k}={v!r}" for k, v in values.items()))
     return 0
 
 

@@ -85,7 +85,7 @@ def test_models_lists_unet(capsys):
     assert cli.main(["models"]) == 0
     out = capsys.readouterr().out
     # other registered models (fcn8s, ...) may come first: the list is sorted by name
-    assert any(line.startswith("unet ") for line in out.splitlines())
+    assert any(line.startswith("unet: ") for line in out.splitlines())
     assert "U-Net" in out and "base_width=64" in out
 
 

@@ -38,8 +38,9 @@ Dilation instead of stride (the "atrous" trick)
     its input; only its outputs were 2 apart), so only the layers AFTER it read a grid that
     used to be coarser. torchvision's ``replace_stride_with_dilation`` follows this rule (its
     first block of a dilated stage gets the previous dilation); :class:`StrideSchedule`
-    applies it for every backbone here. ResNet, MobileNetV2 and Xception take an
-    ``output_stride`` of 8, 16 or 32; VGG and DenseNet always have 32.
+    applies it for every backbone here. ResNet, MobileNetV2, Xception and VGG take an
+    ``output_stride`` of 8, 16 or 32 (a VGG pool that loses its stride becomes an identity,
+    as in DeepLab-LargeFOV); DenseNet always has 32.
 
 Sizes
     Full-size presets reproduce torchvision's models layer for layer (same ``state_dict`` keys
