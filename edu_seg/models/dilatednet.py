@@ -149,8 +149,10 @@ class ContextModule(nn.Module):
 
 @register("dilatednet")
 class DilatedNet(SegmentationModel):
-    """Yu & Koltun (2016): stride-8 dilated VGG front-end plus an identity-initialised
-    context module of exponentially dilated convs on the class scores.
+    """Dilated convolutions (Yu & Koltun 2016): stride-8 front-end, context module on scores.
+
+    The front-end is a VGG whose last two poolings became dilations; the context module is
+    an identity-initialised stack of exponentially dilated convs on the class scores.
 
     Parameters
     ----------
