@@ -178,7 +178,7 @@ def _on_backend(backend, step):
 def _interleaved(fns, rounds):
     """Median and min ms of each ``fns[name]()``, timed in turns within each round.
 
-    Alternating the variants (PERF_NOTES.md) means a period of load on this shared machine
+    Alternating the variants means a period of load on this shared machine
     slows all of them alike instead of whichever happened to be running.
     """
     for fn in fns.values():                        # warm-up: buffers, caches, thread pools

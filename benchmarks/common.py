@@ -1,6 +1,6 @@
 """Shared tools of the benchmarks: timing, peak memory, the machine, Markdown tables.
 
-Timing rules (PERF_NOTES.md): these are noisy 2-vCPU VMs, so every figure is the median AND the
+Timing rules: these are noisy 2-vCPU VMs, so every figure is the median AND the
 minimum of several runs after a warm-up, variants are interleaved in one process, and the
 thread count is set explicitly for both edu_seg and PyTorch.
 """

@@ -1,6 +1,6 @@
 """edu_seg: semantic segmentation built from scratch, for learning.
 
-Layers, bottom to top (DESIGN.md §1): kernels (``edu_seg._kernels``, ``edu_seg.reference``),
+Layers, bottom to top (imports point down only): kernels (``edu_seg._kernels``, ``edu_seg.reference``),
 the backend switch, autograd and differentiable ops (``edu_seg.functional``), ``nn`` modules,
 models, data and training, pictures.
 

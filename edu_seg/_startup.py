@@ -1,6 +1,6 @@
 """Process settings that must be made before NumPy loads its BLAS (imported first by ``edu_seg``).
 
-Two measured facts about CPUs like the course machine decide this (see PERF_NOTES.md):
+Two measured facts about CPUs like the course machine decide this (measured on the 2-core AVX-512 machines this project runs on):
 
 1. NumPy's and SciPy's bundled OpenBLAS pick AVX2 ("Haswell") GEMM kernels on AVX-512 CPUs of
    recent AMD generations, which halves the speed of every im2col + GEMM convolution. OpenBLAS

@@ -30,7 +30,7 @@ backward_bias    an output channel                     db[o] = Σ dy[:, o]
 ===============  ====================================  =============================================
 
 Each thread fills its own small workspace (at most ``TILE_BYTES``, so it stays in cache and
-below glibc's 32 MB mmap threshold, see PERF_NOTES.md) and calls a *single-threaded* GEMM: a
+below glibc's 32 MB mmap threshold: fresh large allocations page-fault on every call) and calls a *single-threaded* GEMM: a
 threaded BLAS inside a ``prange`` would put threads on top of threads. We switch scipy's
 OpenBLAS to one thread for the duration of the loop (see :func:`_find_blas_thread_control`);
 if that is impossible the loop runs on one OpenMP thread and BLAS keeps its own threads.

@@ -16,7 +16,7 @@ The two ops are each other's adjoint, which is all their backward passes use::
     both              db       conv2d_backward_bias(dy)          = dy summed over (N, H, W)
 
 :func:`conv2d_output_size` and :func:`conv_transpose2d_output_size` are the size formulas
-(``specs/conv_arithmetic.md``), shared with the model summary and the pictures.
+(chapter 02 derives them), shared with the model summary and the pictures.
 """
 import numpy as np
 

@@ -2,7 +2,7 @@
 
 A two-stage detector or Mask R-CNN needs one fixed-size feature per box:
 ``roi_align(x, boxes, 7)`` turns a feature map ``x: (N, C, H, W)`` and K boxes into
-``(K, C, 7, 7)``. The semantics are torchvision's (``specs/roi_ops.md``); the kernels are in
+``(K, C, 7, 7)``. The semantics are torchvision's (``torchvision.ops.roi_align``/``roi_pool``); the kernels are in
 ``edu_seg/reference/roi.py`` (the readable NumPy loops) and ``kernels/roi.pyx`` (Cython/OpenMP).
 
 Boxes are given in input-image coordinates, either as a ``(K, 5)`` array of rows

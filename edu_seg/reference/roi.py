@@ -10,8 +10,8 @@ box into ``PH × PW`` bins and summarise each bin; they differ in how they read 
 - **RoIAlign** (Mask R-CNN) never rounds. It puts a regular grid of sample points in each bin,
   reads the feature map at those fractional positions by bilinear interpolation and averages.
 
-The semantics are torchvision's CPU kernels exactly (the spec of record,
-``specs/roi_ops.md``), including how they treat malformed and out-of-image boxes. All
+The semantics are torchvision's CPU kernels exactly (the spec of record, checked against them
+in ``tests/test_roi.py``), including how they treat malformed and out-of-image boxes. All
 arithmetic is done in the dtype of ``x``, as torchvision does, and in its order (the one
 exception: the backward divides ``dy`` by the sample count once per bin, not once per tap), so
 results agree with torchvision's to rounding; ``tests/test_roi.py`` checks it wherever

@@ -201,7 +201,7 @@ def conv_index_map(kind, input_size, kernel_size, stride=1, padding=0, dilation=
     becomes -1); ``footprint`` is ``im2col`` (no padding, same stride and dilation) of the padded
     canvas numbered ``1 .. CH·CW``.
 
-    Transposed convolution (view 3 of ``specs/conv_arithmetic.md``): insert ``s − 1`` zeros
+    Transposed convolution (view 3 of chapter 03): insert ``s − 1`` zeros
     between input pixels and pad each side by ``P = d(k−1) − p`` (plus ``output_padding`` at the
     end), then slide the flipped kernel with stride 1. ``taps`` comes from
     :func:`transposed_scatter_map` (input ``j`` reaches output ``o`` through tap ``t`` ⇒ footprint
