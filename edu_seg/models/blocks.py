@@ -5,7 +5,7 @@ is written once and every model that uses it reads the same code.
 """
 from .. import nn
 
-__all__ = ["ConvBNReLU", "center_crop"]
+__all__ = ["ConvBNReLU", "fc_as_conv", "center_crop"]
 
 
 class ConvBNReLU(nn.Module):
@@ -43,6 +43,19 @@ class ConvBNReLU(nn.Module):
     def forward(self, x):
         """x: (N, in_channels, H, W) -> (N, out_channels, OH, OW)."""
         return self.relu(self.bn(self.conv(x)))          # (N, out_channels, OH, OW)
+
+
+def fc_as_conv(in_channels, out_channels, kernel_size=1, dilation=1, dropout=0.0):
+    """A classifier's fully connected layer as a convolution: ``conv -> ReLU -> Dropout2d``.
+
+    FCN's, DeepLab's and Yu & Koltun's fc6/fc7. The conv pads to keep H and W ("same"), so
+    it slides over a map of any size (see :func:`edu_seg.models.fcn.convolutionalize`).
+
+    Shapes: ``(N, in_channels, H, W) -> (N, out_channels, H, W)``.
+    """
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, kernel_size, padding="same",
+                                   dilation=dilation),
+                         nn.ReLU(), nn.Dropout2d(dropout))
 
 
 def center_crop(x, size):

@@ -44,6 +44,7 @@ from ..ops.resample import interpolate
 from . import register
 from .backbones import create_backbone
 from .base import SegmentationModel
+from .blocks import fc_as_conv
 
 __all__ = ["DeepLabLargeFOV", "DeepLabLargeFOVConfig"]
 
@@ -99,12 +100,9 @@ class DeepLabLargeFOV(SegmentationModel):
         c = config
         self.backbone = create_backbone(c.backbone, in_channels=c.in_channels,
                                         output_stride=8, num_classes=None)
-        d = c.fc6_dilation
-        self.fc6 = nn.Sequential(
-            nn.Conv2d(self.backbone.channels[8], c.head_width, 3, padding=d, dilation=d),
-            nn.ReLU(), nn.Dropout2d(c.dropout))
-        self.fc7 = nn.Sequential(nn.Conv2d(c.head_width, c.head_width, 1), nn.ReLU(),
-                                 nn.Dropout2d(c.dropout))
+        self.fc6 = fc_as_conv(self.backbone.channels[8], c.head_width, 3,
+                              dilation=c.fc6_dilation, dropout=c.dropout)
+        self.fc7 = fc_as_conv(c.head_width, c.head_width, dropout=c.dropout)
         self.score = nn.Conv2d(c.head_width, c.num_classes, 1)
 
     def forward(self, x):

@@ -57,6 +57,7 @@ from ..ops.resample import interpolate
 from . import register
 from .backbones import create_backbone
 from .base import SegmentationModel
+from .blocks import fc_as_conv
 
 __all__ = ["DilatedNet", "DilatedNetConfig", "ContextModule", "context_receptive_field"]
 
@@ -174,11 +175,9 @@ class DilatedNet(SegmentationModel):
         c = config
         self.backbone = create_backbone(c.backbone, in_channels=c.in_channels,
                                         output_stride=8, num_classes=None)
-        self.fc6 = nn.Sequential(
-            nn.Conv2d(self.backbone.channels[8], c.head_width, c.fc6_kernel, padding="same",
-                      dilation=4), nn.ReLU(), nn.Dropout2d(c.dropout))
-        self.fc7 = nn.Sequential(nn.Conv2d(c.head_width, c.head_width, 1), nn.ReLU(),
-                                 nn.Dropout2d(c.dropout))
+        self.fc6 = fc_as_conv(self.backbone.channels[8], c.head_width, c.fc6_kernel,
+                              dilation=4, dropout=c.dropout)
+        self.fc7 = fc_as_conv(c.head_width, c.head_width, dropout=c.dropout)
         self.score = nn.Conv2d(c.head_width, c.num_classes, 1)
         self.context = ContextModule(c.num_classes, c.context_rates)
 

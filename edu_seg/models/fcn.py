@@ -54,6 +54,7 @@ from .. import nn
 from . import register
 from .backbones import create_backbone
 from .base import SegmentationModel
+from .blocks import fc_as_conv
 
 __all__ = ["FCNConfig", "FCN32s", "FCN16s", "FCN8s", "convolutionalize", "bilinear_upsampling"]
 
@@ -153,10 +154,8 @@ class _FCN(SegmentationModel):
         self.backbone = create_backbone(c.backbone, in_channels=c.in_channels)
         channels = self.backbone.channels                    # {stride: channels}
         # fc6, fc7: the classifier's fully connected layers, as convolutions.
-        self.fc6 = nn.Sequential(nn.Conv2d(channels[32], c.head_width, 3, padding=1),
-                                 nn.ReLU(), nn.Dropout2d(c.dropout))
-        self.fc7 = nn.Sequential(nn.Conv2d(c.head_width, c.head_width, 1),
-                                 nn.ReLU(), nn.Dropout2d(c.dropout))
+        self.fc6 = fc_as_conv(channels[32], c.head_width, 3, dropout=c.dropout)
+        self.fc7 = fc_as_conv(c.head_width, c.head_width, dropout=c.dropout)
         self.score_fr = nn.Conv2d(c.head_width, K, 1)
         # One score layer and one learned x2 up-sampling per fused finer stage (16, then 8).
         self.fused_strides = [s for s in (16, 8) if s >= self.finest]
