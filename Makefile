@@ -27,7 +27,7 @@ demo: build
 	$(PY) -m edu_seg.cli demo
 
 test: build
-	$(PY) -m pytest
+	$(PY) -m pytest -rs
 
 bench: build
 	$(PY) benchmarks/run.py

@@ -150,16 +150,45 @@ def get_array_module(*arrays):
 
 
 # ----------------------------------------------------------------------------------- threads
+#: Most threads :func:`set_num_threads` accepts per CPU (see :func:`max_num_threads`).
+MAX_THREADS_PER_CPU = 4
+
+
+def max_num_threads():
+    """The largest thread count :func:`set_num_threads` accepts: 4 × ``os.cpu_count()``, >= 1."""
+    return max(1, MAX_THREADS_PER_CPU * (os.cpu_count() or 1))
+
+
 def set_num_threads(n):
     """Use ``n`` threads in the OpenMP kernels AND in BLAS.
 
     Both pools are limited together so that a GEMM called between two parallel loops never
     runs ``n`` BLAS threads on top of ``n`` OpenMP threads. Also read at import from the
     environment variable ``EDU_SEG_NUM_THREADS``.
+
+    ``n`` is bounded by :func:`max_num_threads` (``MAX_THREADS_PER_CPU`` = 4 threads per CPU
+    of ``os.cpu_count()``, at least 1). More threads than cores only adds contention (the
+    kernels are compute-bound, so extra threads wait for a core and thrash the caches), and an
+    absurd count is worse than slow: libgomp *aborts the whole process* ("Thread creation
+    failed") when it cannot create the threads, and OpenBLAS can segfault. A few threads per
+    core are still allowed for machines whose cores are shared or hyper-threaded.
+
+    Raises
+    ------
+    ValueError
+        ``n`` not a positive integer, or above :func:`max_num_threads`; the message names the
+        value, the bound and the CPU count.
     """
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"set_num_threads: n must be a positive integer, got {n!r}")
     n = int(n)
+    bound = max_num_threads()
+    if n > bound:
+        raise ValueError(f"set_num_threads: n={n} is more than the {bound} threads allowed on "
+                         f"this machine ({MAX_THREADS_PER_CPU} per CPU, os.cpu_count()="
+                         f"{os.cpu_count()}); more threads than cores only adds contention, "
+                         f"and the OpenMP runtime aborts the process when it cannot create "
+                         f"them. Use at most {bound} (e.g. the CPU count)")
     from threadpoolctl import threadpool_limits
 
     if _threads is not None:
@@ -221,9 +250,14 @@ def _init_threads_from_env():
     value = os.environ.get("EDU_SEG_NUM_THREADS")
     if value:
         try:
-            set_num_threads(int(value))
+            n = int(value)
         except ValueError:
-            raise ValueError(f"EDU_SEG_NUM_THREADS must be a positive integer, got {value!r}")
+            raise ValueError(f"EDU_SEG_NUM_THREADS must be a positive integer, got "
+                             f"{value!r}") from None
+        try:
+            set_num_threads(n)
+        except ValueError as exc:
+            raise ValueError(f"EDU_SEG_NUM_THREADS={value!r}: {exc}") from None
 
 
 _init_threads_from_env()

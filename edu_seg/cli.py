@@ -88,10 +88,52 @@ def _parse_model_config(pairs):
 
 
 def _setup(args):
-    if getattr(args, "threads", None):
-        backend.set_num_threads(args.threads)
+    threads = getattr(args, "threads", None)
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"--threads must be a positive integer (the number of threads), "
+                             f"got {threads}; leave it out to use the default")
+        backend.set_num_threads(threads)
     if getattr(args, "backend", None):
         backend.set_backend(args.backend)
+
+
+def _check_out_dir(out):
+    """Create the output folder now, or fail naming it, rather than after a whole epoch."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is an existing file, not a folder; give a folder path "
+                         f"for the checkpoints and plots")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".edu-seg-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ValueError(f"--out {out} cannot be created or written to ({exc.strerror or exc}); "
+                         f"choose a folder you can write to") from None
+
+
+def _check_train_args(args):
+    """Refuse bad ``edu-seg train`` settings before any data is built or any epoch is run."""
+    config = _parse_model_config(args.model_config)
+    if "num_classes" in config:
+        raise ValueError("--model-config num_classes=... is not allowed: the number of "
+                         "classes comes from the data (for Shapes set it with --num-classes; "
+                         "a folder data set takes it from its class_dict.csv)")
+    if args.seed < 0:
+        raise ValueError(f"--seed must be a non-negative integer, got {args.seed}")
+    for flag, value in (("--epochs", args.epochs), ("--batch-size", args.batch_size)):
+        if value < 1:
+            raise ValueError(f"{flag} must be a positive integer, got {value}")
+    if args.steps is not None and args.steps < 1:
+        raise ValueError(f"--steps must be a positive integer, got {args.steps}")
+    if args.data == "shapes" or args.data.startswith("shapes:"):
+        for flag, value in (("--train-samples", args.train_samples),
+                            ("--val-samples", args.val_samples), ("--size", args.size)):
+            if value < 1:
+                raise ValueError(f"{flag} must be a positive integer, got {value}")
+    return config
 
 
 # ---------------------------------------------------------------------------------- commands
@@ -134,8 +176,15 @@ def run_training(model_name, model_config, data, epochs, batch_size, lr, out, op
     from .train import TrainConfig, Trainer, seed_everything
     from .viz.training import plot_run
 
+    _check_out_dir(out)
     train_set, val_set, info = make_data(data, train_samples, val_samples, size, num_classes,
                                          seed)
+    if len(train_set) < batch_size:
+        what = ("--train-samples" if data.startswith("shapes")
+                else f"the training split of --data {data}")
+        raise ValueError(f"{what} has {len(train_set)} images, fewer than one batch of "
+                         f"--batch-size {batch_size}; lower --batch-size to at most "
+                         f"{max(len(train_set), 1)} or use more training images")
     n_classes = len(train_set.class_names)
     info["class_colors"] = _class_colours(train_set)
     seed_everything(seed)
@@ -202,8 +251,9 @@ def run_training(model_name, model_config, data, epochs, batch_size, lr, out, op
 
 
 def cmd_train(args):
+    model_config = _check_train_args(args)
     _setup(args)
-    run_training(args.model, _parse_model_config(args.model_config), args.data, args.epochs,
+    run_training(args.model, model_config, args.data, args.epochs,
                  args.batch_size, args.lr, args.out, optimizer=args.optimizer,
                  weight_decay=args.weight_decay, schedule=args.schedule, seed=args.seed,
                  train_samples=args.train_samples, val_samples=args.val_samples,
@@ -438,6 +488,13 @@ def main(argv=None):
     except (ValueError, FileNotFoundError) as exc:
         # Bad input (a corrupted checkpoint, an unknown model, a wrong size) is reported by
         # the library with a message that says what to change: show it without a traceback.
+        print(f"edu-seg {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except RuntimeError as exc:
+        # An environment problem (e.g. --backend cupy without CuPy or a GPU): one line too.
+        # NotImplementedError and RecursionError are bugs, not input: keep their traceback.
+        if isinstance(exc, (NotImplementedError, RecursionError)):
+            raise
         print(f"edu-seg {args.command}: error: {exc}", file=sys.stderr)
         return 1
 

@@ -48,6 +48,28 @@ def _check_channels(layer, in_channels, out_channels, groups):
                          f"out_channels={out_channels}")
 
 
+def _bool(layer, name, value, allow_none=False):
+    """``value`` if it is a real bool (or None where ``allow_none``), else a TypeError.
+
+    A string such as 'False' is truthy, so accepting it would silently mean True.
+    """
+    if isinstance(value, (bool, np.bool_)) or (allow_none and value is None):
+        return value if value is None else bool(value)
+    allowed = "True, False or None" if allow_none else "True or False"
+    raise TypeError(f"{layer}: {name} must be {allowed}, got {type(value).__name__} "
+                    f"{value!r}; pass the bool itself, not a string or a number")
+
+
+def _check_window(layer, kernel_size, stride, padding, dilation):
+    """kernel_size, stride and dilation >= 1 and padding >= 0 on both axes (already pairs)."""
+    for name, v, low in (("kernel_size", kernel_size, 1), ("stride", stride, 1),
+                         ("dilation", dilation, 1), ("padding", padding, 0)):
+        if min(v) < low:
+            what = "positive" if low else "non-negative"
+            raise ValueError(f"{layer}: {name} must be {what} (>= {low}) on both axes, "
+                             f"got {v}")
+
+
 #: ``window()`` of a layer that acts on each pixel on its own (activations, dropout).
 POINTWISE_WINDOW = ((1, 1), (1, 1), (0, 0), (1, 1))
 
@@ -111,6 +133,7 @@ class Conv2d(Module):
         self.stride = _pair("Conv2d: stride", stride)
         self.dilation = _pair("Conv2d: dilation", dilation)
         self.padding = self._resolve_padding(padding)
+        _check_window("Conv2d", self.kernel_size, self.stride, self.padding, self.dilation)
         kh, kw = self.kernel_size
         self.weight = Parameter(np.empty((out_channels, in_channels // groups, kh, kw),
                                          np.float32))
@@ -182,6 +205,11 @@ class ConvTranspose2d(Module):
         self.padding = _pair("ConvTranspose2d: padding", padding)
         self.output_padding = _pair("ConvTranspose2d: output_padding", output_padding)
         self.dilation = _pair("ConvTranspose2d: dilation", dilation)
+        _check_window("ConvTranspose2d", self.kernel_size, self.stride, self.padding,
+                      self.dilation)
+        if min(self.output_padding) < 0:
+            raise ValueError(f"ConvTranspose2d: output_padding must be non-negative, got "
+                             f"{self.output_padding}")
         kh, kw = self.kernel_size
         self.weight = Parameter(np.empty((in_channels, out_channels // groups, kh, kw),
                                          np.float32))
@@ -311,7 +339,8 @@ class MaxPool2d(Module):
         self.kernel_size = kernel_size
         self.stride = kernel_size if stride is None else stride
         self.padding, self.dilation = padding, dilation
-        self.return_indices, self.ceil_mode = return_indices, ceil_mode
+        self.return_indices = _bool("MaxPool2d", "return_indices", return_indices)
+        self.ceil_mode = _bool("MaxPool2d", "ceil_mode", ceil_mode)
 
     def forward(self, x):
         return max_pool2d(x, self.kernel_size, stride=self.stride, padding=self.padding,
@@ -365,8 +394,9 @@ class AvgPool2d(Module):
         super().__init__()
         self.kernel_size = kernel_size
         self.stride = kernel_size if stride is None else stride
-        self.padding, self.ceil_mode = padding, ceil_mode
-        self.count_include_pad = count_include_pad
+        self.padding = padding
+        self.ceil_mode = _bool("AvgPool2d", "ceil_mode", ceil_mode)
+        self.count_include_pad = _bool("AvgPool2d", "count_include_pad", count_include_pad)
 
     def forward(self, x):
         return avg_pool2d(x, self.kernel_size, stride=self.stride, padding=self.padding,
@@ -409,7 +439,8 @@ class AdaptiveMaxPool2d(Module):
 
     def __init__(self, output_size, return_indices=False):
         super().__init__()
-        self.output_size, self.return_indices = output_size, return_indices
+        self.output_size = output_size
+        self.return_indices = _bool("AdaptiveMaxPool2d", "return_indices", return_indices)
 
     def forward(self, x):
         return adaptive_max_pool2d(x, self.output_size, return_indices=self.return_indices)
@@ -427,7 +458,8 @@ class Upsample(Module):
     def __init__(self, size=None, scale_factor=None, mode="nearest", align_corners=None):
         super().__init__()
         self.size, self.scale_factor = size, scale_factor
-        self.mode, self.align_corners = mode, align_corners
+        self.mode = mode
+        self.align_corners = _bool("Upsample", "align_corners", align_corners, allow_none=True)
 
     def forward(self, x):
         return interpolate(x, size=self.size, scale_factor=self.scale_factor, mode=self.mode,

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..autograd import Function, Tensor
 from ..backend import kernels
+from .limits import check_geometry, check_output_size, check_workspace
 
 __all__ = ["conv2d", "conv_transpose2d", "conv2d_output_size", "conv_transpose2d_output_size",
            "Conv2dFunction", "ConvTranspose2dFunction"]
@@ -145,6 +146,13 @@ def _check_output_size(op, sizes, formula, values):
                              f"small for this kernel, dilation and padding")
 
 
+def _check_geometry(op, kernel_hw, **pairs):
+    """Refuse a kernel size or a stride/padding/... above MAX_GEOMETRY before any arithmetic."""
+    check_geometry(op, "kernel size (w.shape[2:])", kernel_hw)
+    for name, value in pairs.items():
+        check_geometry(op, name, value)
+
+
 def _validate_conv2d(x, w, b, stride, padding, dilation, groups):
     op = "conv2d"
     _check_arrays(op, x, w, b)
@@ -154,6 +162,7 @@ def _validate_conv2d(x, w, b, stride, padding, dilation, groups):
     groups = _check_groups(op, groups)
     N, C, H, W = x.shape
     C_out, Cg, KH, KW = w.shape
+    _check_geometry(op, (KH, KW), stride=stride, padding=padding, dilation=dilation)
     if C % groups:
         raise ValueError(f"{op}: groups={groups} does not divide x's C={C}")
     if C_out % groups:
@@ -167,6 +176,11 @@ def _validate_conv2d(x, w, b, stride, padding, dilation, groups):
         op, sizes, "floor((H + 2*padding - dilation*(K-1) - 1)/stride) + 1",
         [f"floor(({i} + 2*{p} - {d}*({k}-1) - 1)/{s}) + 1"
          for i, k, s, p, d in zip((H, W), (KH, KW), stride, padding, dilation)])
+    what = (f"x {tuple(x.shape)}, w {tuple(w.shape)}, stride={stride}, padding={padding}, "
+            f"dilation={dilation}")
+    check_output_size(op, (N, C_out) + sizes, x.dtype, what)
+    check_workspace(op, (C * KH * KW, sizes[0] * sizes[1]), x.dtype,
+                    f"im2col of C*KH*KW x OH*OW for {what}")
     return stride, padding, dilation, groups
 
 
@@ -180,6 +194,8 @@ def _validate_conv_transpose2d(x, w, b, stride, padding, output_padding, groups,
     groups = _check_groups(op, groups)
     N, C, H, W = x.shape
     C_in, Cog, KH, KW = w.shape
+    _check_geometry(op, (KH, KW), stride=stride, padding=padding, output_padding=output_padding,
+                    dilation=dilation)
     if C != C_in:
         raise ValueError(f"{op}: x has C={C} but w expects {C_in} (w.shape[0]; the transposed "
                          f"conv weight is (C_in, C_out/groups, KH, KW))")
@@ -198,6 +214,11 @@ def _validate_conv_transpose2d(x, w, b, stride, padding, output_padding, groups,
         [f"({i}-1)*{s} - 2*{p} + {d}*({k}-1) + {q} + 1"
          for i, k, s, p, q, d in zip((H, W), (KH, KW), stride, padding, output_padding,
                                      dilation)])
+    what = (f"x {tuple(x.shape)}, w {tuple(w.shape)}, stride={stride}, padding={padding}, "
+            f"output_padding={output_padding}, dilation={dilation}")
+    check_output_size(op, (N, Cog * groups) + sizes, x.dtype, what)
+    check_workspace(op, (Cog * groups * KH * KW, H * W), x.dtype,
+                    f"col2im of C_out*KH*KW x H*W for {what}")
     return stride, padding, output_padding, dilation, groups
 
 
@@ -292,7 +313,8 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
         Non-float x, mismatched dtypes, non-integer geometry (floats, nan, bools).
     ValueError
         Wrong ranks, channel/group mismatch, bad bias shape, negative padding, stride or
-        dilation < 1, or an output size <= 0.
+        dilation < 1, or an output size <= 0; a geometry value above 2**24, or an output or
+        im2col workspace (C·KH·KW × OH·OW) above :func:`edu_seg.ops.limits.max_bytes`.
 
     Examples
     --------
@@ -332,7 +354,8 @@ def conv_transpose2d(x, w, b=None, stride=1, padding=0, output_padding=0, groups
     Notes
     -----
     OH = (H − 1)·s − 2p + d(KH − 1) + output_padding + 1 (likewise OW). Note the argument order
-    (PyTorch's): ``groups`` comes before ``dilation``.
+    (PyTorch's): ``groups`` comes before ``dilation``. Raises as :func:`conv2d`; the workspace
+    checked is C_out·KH·KW × H·W.
 
     Examples
     --------

@@ -7,6 +7,13 @@ value and, in backward, its gradient directly (e.g. ``softmax − onehot`` for c
 Shapes: ``logits`` is (N, C, *) (usually (N, C, H, W), or (N, C) for classification) and an
 integer ``target`` is (N, *) of class indices; pixels equal to ``ignore_index`` (e.g. void or
 object boundaries) contribute nothing to the loss or its gradient.
+
+Empty inputs: every loss here refuses an input with a zero-length axis (an empty batch,
+zero classes, a 0-pixel image) with a ``ValueError`` that names the empty axis. PyTorch
+returns nan for the mean over an empty batch (and fails for zero classes); an error at the
+call is easier to trace back to its cause (an empty data split, a head with 0 outputs) than
+a nan that surfaces epochs later. A NON-empty batch whose targets are all ``ignore_index``
+is different: its mean is nan (0/0), as in PyTorch, with a zero gradient.
 """
 import numpy as np
 
@@ -32,11 +39,28 @@ def _floating_tensor(op, name, x):
     return x
 
 
+def _check_not_empty(op, name, x, axis_names=None):
+    """A ValueError naming the first zero-length axis of ``x`` (see the module doc)."""
+    for i, n in enumerate(x.shape):
+        if n == 0:
+            if axis_names is None:
+                what = f"axis {i}"
+            else:
+                what = axis_names[i] if i < len(axis_names) else f"spatial axis {i}"
+            raise ValueError(f"{op}: {name} of shape {x.shape} is empty along {what}; a loss "
+                             f"needs at least one element there (check the batch / data "
+                             f"split / number of output channels)")
+
+
+_LOGIT_AXES = ("the batch axis 0 (N = 0 samples)", "the class axis 1 (C = 0 classes)")
+
+
 def _check_logits(op, logits):
-    """(N, C, *) floating logits as a Tensor, else a clear error."""
+    """(N, C, *) floating, non-empty logits as a Tensor, else a clear error."""
     logits = _floating_tensor(op, "logits", logits)
     if logits.ndim < 2:
         raise ValueError(f"{op}: logits must be (N, C) or (N, C, H, W), got shape {logits.shape}")
+    _check_not_empty(op, "logits", logits, _LOGIT_AXES)
     return logits
 
 
@@ -205,6 +229,12 @@ def cross_entropy(logits, target, weight=None, ignore_index=-100, reduction="mea
         A scalar, or (N, *) for ``reduction="none"``. A mean over no counted target is nan
         (0/0), as in PyTorch.
 
+    Raises
+    ------
+    ValueError
+        If logits are empty along any axis (N = 0, C = 0 or a 0-pixel image): see the module
+        doc (PyTorch would give nan for the mean over an empty batch).
+
     Notes
     -----
     With log p = log_softmax(z) over the class axis, per pixel i with target t:
@@ -278,6 +308,11 @@ def binary_cross_entropy_with_logits(logits, target, weight=None, pos_weight=Non
     reduction : {"mean", "sum", "none"}
         "mean" divides by the number of elements (not by the weights), like PyTorch.
 
+    Raises
+    ------
+    ValueError
+        If logits are empty (an axis of length 0), naming the axis (see the module doc).
+
     Notes
     -----
     ℓ = (1 − t)·x + (1 + (p − 1)·t)·log(1 + e^(−x)), with log(1 + e^(−x)) evaluated as
@@ -286,6 +321,7 @@ def binary_cross_entropy_with_logits(logits, target, weight=None, pos_weight=Non
     op = "binary_cross_entropy_with_logits"
     _check_reduction(op, reduction)
     logits = _floating_tensor(op, "logits", logits)
+    _check_not_empty(op, "logits", logits)
     if not (isinstance(target, Tensor) and target.dtype.kind == "f"):
         raw = target.data if isinstance(target, Tensor) else np.asarray(target)
         if raw.dtype.kind not in "biuf":
@@ -366,6 +402,11 @@ def dice_loss(logits, target, num_classes=None, smooth=1.0, ignore_index=None):
     Returns
     -------
     Tensor, a scalar in [0, 1]
+
+    Raises
+    ------
+    ValueError
+        If logits are empty along any axis (N = 0, C = 0, no pixels), naming the axis.
 
     Notes
     -----
@@ -452,6 +493,11 @@ def focal_loss(logits, target, gamma=2.0, alpha=None, ignore_index=-100, reducti
     reduction : {"mean", "sum", "none"}
         "mean" averages over the counted (non-ignored) pixels (not over the α weights).
 
+    Raises
+    ------
+    ValueError
+        If logits are empty along any axis (N = 0, C = 0, no pixels), naming the axis.
+
     Notes
     -----
     FL = −α_t·(1 − p_t)^γ·log p_t, with p_t the predicted probability of the true class.
@@ -495,6 +541,11 @@ def bootstrapped_cross_entropy(logits, target, top_k, ignore_index=-100):
     Returns
     -------
     Tensor, a scalar: the mean over all selected pixels of the batch (nan if none counts).
+
+    Raises
+    ------
+    ValueError
+        If logits are empty along any axis (N = 0, C = 0, no pixels), naming the axis.
 
     Notes
     -----
@@ -547,7 +598,7 @@ class SmoothL1LossFunction(Function):
         # (not _reduce: that one is NumPy-only; this op also runs on CuPy arrays)
         total = loss.sum(dtype=x.dtype)
         if reduction == "mean":
-            with np.errstate(invalid="ignore", divide="ignore"):   # empty input: nan, as torch
+            with np.errstate(invalid="ignore", divide="ignore"):
                 total = total / x.dtype.type(x.size)
         return xp.asarray(total, dtype=x.dtype)
 
@@ -581,6 +632,12 @@ def smooth_l1_loss(input, target, beta=1.0, reduction="mean"):
     -------
     Tensor, a scalar, or input's shape for ``reduction="none"``
 
+    Raises
+    ------
+    ValueError
+        If input is empty (an axis of length 0), naming the axis (see the module doc;
+        PyTorch gives nan for the mean).
+
     Notes
     -----
     With d = input − target, per element:
@@ -602,6 +659,7 @@ def smooth_l1_loss(input, target, beta=1.0, reduction="mean"):
     op = "smooth_l1_loss"
     _check_reduction(op, reduction)
     input = _floating_tensor(op, "input", input)
+    _check_not_empty(op, "input", input)
     if not (isinstance(target, Tensor) and target.dtype.kind == "f"):
         raw = target.data if isinstance(target, Tensor) else np.asarray(target)
         if raw.dtype.kind not in "biuf":

@@ -53,6 +53,14 @@ class BatchNorm2dFunction(Function):
                 dbias.astype(dtype) if ctx.needs_input_grad[2] else None)
 
 
+def _check_x_dtype(op, x):
+    """One rule for every backend: x is float32 or float64 (the compiled kernels have no
+    float16 signature, and a NumPy float16 run would lose most of its digits in the sums)."""
+    if x.dtype not in (np.float32, np.float64):
+        raise TypeError(f"{op}: x must be float32 or float64, got dtype {x.dtype}; cast it "
+                        f"first, e.g. x.astype(np.float32)")
+
+
 def _check_vector(name, v, C):
     """The (C,) floating array behind ``v`` (an array or a Tensor), else a clear error."""
     v = v.data if isinstance(v, Tensor) else v
@@ -106,8 +114,7 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     >>> y = batch_norm(x, rm, rv, training=True)
     """
     x = x if isinstance(x, Tensor) else Tensor(x)
-    if x.dtype.kind != "f":
-        raise TypeError(f"batch_norm: x must be float32 or float64, got dtype {x.dtype}")
+    _check_x_dtype("batch_norm", x)
     if x.ndim != 4:
         raise ValueError(f"batch_norm: x must be (N, C, H, W), got shape {x.shape}")
     N, C, H, W = x.shape
@@ -241,8 +248,7 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
     """
     op = "group_norm"
     x = x if isinstance(x, Tensor) else Tensor(x)
-    if x.dtype.kind != "f":
-        raise TypeError(f"{op}: x must be float32 or float64, got dtype {x.dtype}")
+    _check_x_dtype(op, x)
     if x.ndim < 2:
         raise ValueError(f"{op}: x must be (N, C, H, W) (or (N, C, *)), got shape {x.shape}")
     C = x.shape[1]

@@ -13,6 +13,7 @@ import numpy as np
 from ..autograd import Function, Tensor
 from ..backend import get_array_module, kernels
 from ..reference.pool import adaptive_pool_bins, pool_output_size
+from .limits import check_geometry, check_output_size
 
 __all__ = ["max_pool2d", "max_unpool2d", "avg_pool2d", "adaptive_avg_pool2d",
            "adaptive_max_pool2d", "pool_output_size", "adaptive_pool_bins"]
@@ -62,6 +63,9 @@ def _window_options(op, x, kernel_size, stride, padding, dilation, ceil_mode):
     stride = kernel_size if stride is None else _pair(op, "stride", stride, 1)
     padding = _pair(op, "padding", padding, 0)
     dilation = _pair(op, "dilation", dilation, 1)
+    for name, value in (("kernel_size", kernel_size), ("stride", stride), ("padding", padding),
+                        ("dilation", dilation)):
+        check_geometry(op, name, value)
     if padding[0] > kernel_size[0] // 2 or padding[1] > kernel_size[1] // 2:
         raise ValueError(f"{op}: padding={padding} must be at most half of "
                          f"kernel_size={kernel_size} (PyTorch's rule)")
@@ -74,6 +78,9 @@ def _window_options(op, x, kernel_size, stride, padding, dilation, ceil_mode):
                          f"dilation={dilation}) is larger than the padded input "
                          f"{H + 2 * padding[0]}x{W + 2 * padding[1]} (input {H}x{W}, "
                          f"padding={padding}): the output would be {out[0]}x{out[1]}")
+    check_output_size(op, tuple(x.shape[:2]) + out, x.dtype,
+                      f"kernel_size={kernel_size}, stride={stride}, padding={padding}, "
+                      f"dilation={dilation}")
     return kernel_size, stride, padding, dilation, out
 
 
@@ -106,6 +113,8 @@ def _adaptive_output(op, x, output_size):
     pair = tuple(int(i) if v is None else int(v) for v, i in zip(pair, x.shape[2:]))
     if min(pair) < 1:
         raise ValueError(f"{op}: output_size must be positive, got {output_size!r}")
+    check_geometry(op, "output_size", pair)
+    check_output_size(op, tuple(x.shape[:2]) + pair, x.dtype, f"output_size={output_size!r}")
     return pair
 
 
@@ -166,7 +175,8 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
         x not float32/float64; an option not an int or pair of ints.
     ValueError
         x not 4-D; non-positive kernel/stride/dilation or negative padding; padding above
-        kernel_size // 2; window larger than the padded input; a window of padding only.
+        kernel_size // 2; window larger than the padded input; a window of padding only; an
+        option above 2**24 or an output above :func:`edu_seg.ops.limits.max_bytes`.
 
     Examples
     --------
@@ -232,7 +242,8 @@ def max_unpool2d(x, indices, kernel_size, stride=None, padding=0, output_size=No
         x not float32/float64, indices not integers, an option of the wrong type.
     ValueError
         indices' shape differs from x's; an index outside [0, OH·OW); output_size of the
-        wrong length or too far from the default; bad kernel/stride/padding.
+        wrong length or too far from the default; bad kernel/stride/padding; an option or
+        size above 2**24, or an output above :func:`edu_seg.ops.limits.max_bytes`.
 
     Examples
     --------
@@ -249,6 +260,8 @@ def max_unpool2d(x, indices, kernel_size, stride=None, padding=0, output_size=No
     kernel_size = _pair(op, "kernel_size", kernel_size, 1)
     stride = kernel_size if stride is None else _pair(op, "stride", stride, 1)
     padding = _pair(op, "padding", padding, 0)
+    for name, value in (("kernel_size", kernel_size), ("stride", stride), ("padding", padding)):
+        check_geometry(op, name, value)
     default = tuple((i - 1) * s - 2 * p + k
                     for i, k, s, p in zip(x.shape[2:], kernel_size, stride, padding))
     if output_size is None:
@@ -264,11 +277,15 @@ def max_unpool2d(x, indices, kernel_size, stride=None, padding=0, output_size=No
             raise ValueError(f"{op}: output_size must be (OH, OW) or (N, C, OH, OW), got "
                              f"{output_size!r}")
         out = tuple(int(v) for v in sizes)
+        check_geometry(op, "output_size", out)
         for v, d, s in zip(out, default, stride):
             if not (d - s < v < d + s) or v < 1:
                 raise ValueError(f"{op}: output_size {out} is not compatible with the "
                                  f"input: each size must be positive and strictly within "
                                  f"stride={stride} of the default {default}")
+    check_output_size(op, tuple(x.shape[:2]) + out, x.dtype,
+                      f"kernel_size={kernel_size}, stride={stride}, padding={padding}" +
+                      ("" if output_size is None else f", output_size={output_size!r}"))
     idx = indices.data if isinstance(indices, Tensor) else np.asarray(indices)
     if idx.dtype.kind not in "iu":
         raise TypeError(f"{op}: indices must be integers, got dtype {idx.dtype}")
@@ -383,7 +400,8 @@ def adaptive_avg_pool2d(x, output_size):
     TypeError
         x not float32/float64; output_size not an int or pair.
     ValueError
-        x not 4-D; output_size not positive.
+        x not 4-D; output_size not positive, above 2**24, or giving an output above
+        :func:`edu_seg.ops.limits.max_bytes`.
 
     Examples
     --------

@@ -10,6 +10,7 @@ import numbers
 
 from ..autograd import Function
 from ..backend import kernels
+from .limits import MAX_GEOMETRY, check_geometry, check_output_size
 from .pool import _check_input, _contiguous, _is_int, _pair
 
 __all__ = ["interpolate", "pixel_shuffle", "pixel_unshuffle"]
@@ -98,7 +99,8 @@ def interpolate(x, size=None, scale_factor=None, mode="bilinear", align_corners=
         x not float32/float64; size or scale_factor of the wrong type.
     ValueError
         x not 4-D; both or neither of size and scale_factor; unknown mode; align_corners with
-        "nearest"; a non-positive size or scale_factor, or a scale giving an empty output.
+        "nearest"; a non-positive size or scale_factor, or a scale giving an empty output;
+        an output side above 2**24 or an output above :func:`edu_seg.ops.limits.max_bytes`.
 
     Examples
     --------
@@ -122,12 +124,22 @@ def interpolate(x, size=None, scale_factor=None, mode="bilinear", align_corners=
     H, W = x.shape[2:]
     if size is not None:
         out_hw, scales = _pair(op, "size", size, 1), None
+        check_geometry(op, "size", out_hw)
+        what = f"size={size!r}"
     else:
         scales = _scale_pair(op, scale_factor)
+        # Refuse a huge scale before multiplying: H * 1e308 would be inf and floor() raise.
+        if max(H * scales[0], W * scales[1]) > MAX_GEOMETRY:
+            raise ValueError(f"{op}: scale_factor={scale_factor!r} turns the {H}x{W} input into "
+                             f"a {H * scales[0]:.4g}x{W * scales[1]:.4g} output, above the limit "
+                             f"of 2**24 = {MAX_GEOMETRY} pixels per side "
+                             f"(edu_seg.ops.limits.MAX_GEOMETRY); use a smaller scale_factor")
         out_hw = (math.floor(H * scales[0]), math.floor(W * scales[1]))
         if min(out_hw) < 1:
             raise ValueError(f"{op}: scale_factor={scale_factor!r} turns the {H}x{W} input "
                              f"into an empty {out_hw[0]}x{out_hw[1]} output")
+        what = f"scale_factor={scale_factor!r}"
+    check_output_size(op, tuple(x.shape[:2]) + tuple(out_hw), x.dtype, what)
     if mode == "nearest":
         return NearestInterpolateFunction.apply(x, out_hw=out_hw, scales=scales)
     return BilinearInterpolateFunction.apply(x, out_hw=out_hw, align_corners=bool(align_corners),

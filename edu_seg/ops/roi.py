@@ -26,6 +26,7 @@ import numpy as np
 
 from ..autograd import Function, Tensor
 from ..backend import kernels
+from .limits import MAX_ROI_SAMPLES, check_geometry, check_output_size
 
 __all__ = ["roi_align", "roi_pool", "boxes_to_rois"]
 
@@ -138,7 +139,43 @@ def _output_size(op, output_size):
                         f"got {output_size!r}")
     if min(pair) <= 0:
         raise ValueError(f"{op}: output_size must be positive, got {output_size!r}")
+    check_geometry(op, "output_size", pair)
     return int(pair[0]), int(pair[1])
+
+
+def _check_align_work(op, rois, C, output_hw, spatial_scale, sampling_ratio, aligned):
+    """Refuse a call that would take more than MAX_ROI_SAMPLES bilinear samples.
+
+    Each RoI takes PH·PW·gh·gw samples per channel, gh = sampling_ratio (or, adaptive,
+    ceil(roi_h / PH) with the box's height in feature pixels), likewise gw; the kernels run
+    them without checking for Ctrl-C, so a typo could otherwise keep them busy for hours.
+    """
+    PH, PW = output_hw
+    if sampling_ratio > 0:
+        per_roi = np.full(len(rois), float(PH * PW) * float(sampling_ratio) ** 2)
+    else:
+        off = 0.5 if aligned else 0.0
+        box = rois[:, 1:].astype(np.float64) * spatial_scale - off
+        roi_w, roi_h = box[:, 2] - box[:, 0], box[:, 3] - box[:, 1]
+        if not aligned:
+            roi_w, roi_h = np.maximum(roi_w, 1.0), np.maximum(roi_h, 1.0)
+        gh = np.maximum(np.ceil(roi_h / PH), 0.0)
+        gw = np.maximum(np.ceil(roi_w / PW), 0.0)
+        per_roi = PH * PW * gh * gw
+    total = float(per_roi.sum()) * C
+    if total > MAX_ROI_SAMPLES:
+        k = int(np.argmax(per_roi))
+        how = (f"use a smaller sampling_ratio (2 is the usual choice; {sampling_ratio} takes "
+               f"{sampling_ratio}x{sampling_ratio} samples per bin)" if sampling_ratio > 0 else
+               "pass a fixed sampling_ratio (e.g. 2) instead of the adaptive -1, which takes "
+               "ceil(box size / output size) samples per bin side")
+        raise ValueError(f"{op}: this call would take {total:.3g} bilinear samples (C={C} "
+                         f"channels x {len(rois)} boxes x PH*PW*gh*gw; box {k} alone needs "
+                         f"{per_roi[k]:.3g} per channel), above the limit of "
+                         f"{MAX_ROI_SAMPLES:.0e} (edu_seg.ops.limits.MAX_ROI_SAMPLES); {how}, "
+                         f"keep the boxes inside the image, or check spatial_scale="
+                         f"{spatial_scale} (1/stride of x, e.g. 1/16) - a smaller one shrinks "
+                         f"the boxes on the feature map")
 
 
 def _spatial_scale(op, spatial_scale):
@@ -200,7 +237,11 @@ def roi_align(x, boxes, output_size, spatial_scale=1.0, sampling_ratio=-1, align
     ValueError
         x not 4-D or empty in H or W; boxes not (K, 5) (or a list of (K_i, 4)); a batch index
         outside [0, N) or not an integer; a non-finite coordinate; a coordinate beyond ±2**24
-        feature pixels; output_size <= 0; spatial_scale <= 0 or not finite.
+        feature pixels; output_size <= 0 or above 2**24; spatial_scale <= 0 or not finite;
+        an output above :func:`edu_seg.ops.limits.max_bytes`; more than
+        ``MAX_ROI_SAMPLES`` = 2·10⁹ bilinear samples in all (C · Σ_boxes PH·PW·gh·gw; about
+        a minute of compute, which the kernels would spend deaf to Ctrl-C): the message says
+        how many the call needs and how to reduce them.
 
     Notes
     -----
@@ -228,6 +269,10 @@ def roi_align(x, boxes, output_size, spatial_scale=1.0, sampling_ratio=-1, align
     if not isinstance(aligned, (bool, np.bool_)):
         raise TypeError(f"{op}: aligned must be a bool, got {aligned!r}")
     rois = _rois(op, boxes, x.data, spatial_scale)
+    check_output_size(op, (len(rois), x.shape[1]) + output_hw, x.dtype,
+                      f"{len(rois)} boxes and output_size={output_size!r}")
+    _check_align_work(op, rois, x.shape[1], output_hw, spatial_scale, int(sampling_ratio),
+                      bool(aligned))
     return RoIAlignFunction.apply(x, rois=rois, output_hw=output_hw, spatial_scale=spatial_scale,
                                   sampling_ratio=int(sampling_ratio), aligned=bool(aligned))
 
@@ -292,4 +337,6 @@ def roi_pool(x, boxes, output_size, spatial_scale=1.0):
     output_hw = _output_size(op, output_size)
     spatial_scale = _spatial_scale(op, spatial_scale)
     rois = _rois(op, boxes, x.data, spatial_scale)
+    check_output_size(op, (len(rois), x.shape[1]) + output_hw, x.dtype,
+                      f"{len(rois)} boxes and output_size={output_size!r}")
     return RoIPoolFunction.apply(x, rois=rois, output_hw=output_hw, spatial_scale=spatial_scale)
