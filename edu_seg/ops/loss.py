@@ -100,6 +100,20 @@ def _class_weight(op, weight, C, dtype):
     return weight.astype(dtype)
 
 
+def _float_target(op, target, like, described):
+    """A float ``target`` of ``like``'s shape: a float Tensor stays as it is (it may need a
+    gradient); any other numeric array becomes a constant Tensor of ``like``'s dtype."""
+    if not (isinstance(target, Tensor) and target.dtype.kind == "f"):
+        raw = target.data if isinstance(target, Tensor) else np.asarray(target)
+        if raw.dtype.kind not in "biuf":
+            raise TypeError(f"{op}: target must be numeric, got dtype {raw.dtype}")
+        target = Tensor(raw.astype(like.dtype))
+    if target.shape != like.shape:
+        raise ValueError(f"{op}: target has shape {target.shape} but {described} "
+                         f"{like.shape}; they must match")
+    return target
+
+
 def _flatten(logits, target, valid):
     """(N, C, *) logits and (N, *) target/mask as (N, C, L) and (N, L) (L = H·W): one layout
     for every loss, whatever the number of spatial axes. The logits come out C-contiguous."""
@@ -322,14 +336,7 @@ def binary_cross_entropy_with_logits(logits, target, weight=None, pos_weight=Non
     _check_reduction(op, reduction)
     logits = _floating_tensor(op, "logits", logits)
     _check_not_empty(op, "logits", logits)
-    if not (isinstance(target, Tensor) and target.dtype.kind == "f"):
-        raw = target.data if isinstance(target, Tensor) else np.asarray(target)
-        if raw.dtype.kind not in "biuf":
-            raise TypeError(f"{op}: target must be numeric, got dtype {raw.dtype}")
-        target = Tensor(raw.astype(logits.dtype))
-    if target.shape != logits.shape:
-        raise ValueError(f"{op}: target has shape {target.shape} but logits have "
-                         f"{logits.shape}; they must match")
+    target = _float_target(op, target, logits, "logits have")
     extra = {}
     for name, v in (("weight", weight), ("pos_weight", pos_weight)):
         if v is not None:
@@ -660,14 +667,7 @@ def smooth_l1_loss(input, target, beta=1.0, reduction="mean"):
     _check_reduction(op, reduction)
     input = _floating_tensor(op, "input", input)
     _check_not_empty(op, "input", input)
-    if not (isinstance(target, Tensor) and target.dtype.kind == "f"):
-        raw = target.data if isinstance(target, Tensor) else np.asarray(target)
-        if raw.dtype.kind not in "biuf":
-            raise TypeError(f"{op}: target must be numeric, got dtype {raw.dtype}")
-        target = Tensor(raw.astype(input.dtype))
-    if target.shape != input.shape:
-        raise ValueError(f"{op}: target has shape {target.shape} but input has "
-                         f"{input.shape}; they must match")
+    target = _float_target(op, target, input, "input has")
     if isinstance(beta, bool) or not isinstance(beta, (int, float, np.integer, np.floating)) \
             or not beta >= 0:
         raise ValueError(f"{op}: beta must be a number >= 0 (0 means L1), got {beta!r}")
