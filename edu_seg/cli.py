@@ -436,7 +436,8 @@ def build_parser():
     p = sub.add_parser("zoo", help="train models with one recipe on Shapes variants; write "
                        "RESULTS.md and results.csv")
     p.add_argument("--models", nargs="+", metavar="MODEL",
-                   help="registered semantic models (default: all of them)")
+                   help="registered semantic models, MODEL:PRESET for a preset such as an "
+                   "ablation (default: every model at its default)")
     p.add_argument("--variants", nargs="+", default=["default"], metavar="VARIANT",
                    help="Shapes variants: default, scale, context, thin, boundary "
                    "(default: default)")

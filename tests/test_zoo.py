@@ -147,12 +147,21 @@ def test_the_same_recipe_gives_the_same_row(aux_model):
                                         + ", ".join(zoo.semantic_models())),
     (["--variants", "stripes"], "--variants got unknown variant 'stripes'; choose from "
                                 "default, scale, context, thin, boundary"),
+    (["--models", "unet:huge"], "--models got unknown preset 'unet:huge'; unet's presets: "
+                                "unet:paper"),
     (["--steps", "0"], "--steps must be a positive int, got 0"),
 ])
 def test_zoo_rejects_bad_choices_with_the_choices(argv, message, tmp_path, capsys):
     assert cli.main(["zoo", *argv, "--out", str(tmp_path), "--no-progress"]) == 1
     assert message in capsys.readouterr().err
     assert not (tmp_path / "results.csv").exists()
+
+
+def test_a_preset_row_is_the_model_built_with_that_preset():
+    default = zoo.build_zoo_model("unet", 4)
+    paper = zoo.build_zoo_model("unet:paper", 4)
+    assert (default.config.base_width, paper.config.base_width) == (16, 64)
+    assert zoo.check_choices(["unet:paper", "unet"])[0] == ["unet:paper", "unet"]
 
 
 def test_merge_keeps_other_rows_and_sorts_by_variant_then_model():

@@ -14,6 +14,10 @@ FLOPs of one 64x64 image, the median training step (forward, loss, backward, upd
 batch of 16) in ms, the inference rate (eval mode, no gradients, batch 16, after a warm-up
 call) in images/s, the wall time, and the CPU, thread count and date it was measured with.
 
+A row's model may name a preset of the model as ``MODEL:PRESET`` (``pspnet:no_pyramid``):
+that is how an ablation gets its row, trained with the same recipe, so that the table shows
+what one idea is worth (:func:`build_zoo_model`).
+
 Rows MERGE into ``results.csv`` by (model, variant): a run replaces its own rows and keeps
 every other one, so the table grows model by model. ``RESULTS.md`` is rebuilt from the
 merged CSV after every row, so an interrupted run keeps the rows it finished.
@@ -39,6 +43,7 @@ from ..models.base import crop_target
 from ..train import TrainConfig, Trainer, evaluate, seed_everything
 
 __all__ = ["RECIPE", "COLUMNS", "run_zoo", "train_and_measure", "semantic_models",
+           "build_zoo_model",
            "check_choices", "read_results", "merge_results", "write_results",
            "results_markdown"]
 
@@ -60,30 +65,49 @@ def semantic_models():
     return [n for n in models.available() if models.get_model_class(n).task == "semantic"]
 
 
+def _split_preset(label):
+    """``"pspnet:no_pyramid"`` -> ``("pspnet", "no_pyramid")``; ``"unet"`` -> ``("unet", None)``."""
+    name, _, preset = label.partition(":")
+    return name, preset or None
+
+
+def build_zoo_model(label, num_classes):
+    """The model of a zoo row: ``MODEL`` at its registry default, or ``MODEL:PRESET``."""
+    name, preset = _split_preset(label)
+    return models.create(name, preset=preset, num_classes=num_classes)
+
+
 def check_choices(model_names=None, variants=("default",)):
     """Validate ``--models`` and ``--variants``; returns both as lists without repeats.
 
     Parameters
     ----------
     model_names : list of str, optional
-        Registered semantic models; default all of them.
+        Registered semantic models, each optionally with a preset as ``MODEL:PRESET``;
+        default all of them at their defaults.
     variants : list of str
         Shapes variants (:data:`edu_seg.data.shapes.VARIANTS`).
 
     Raises
     ------
     ValueError
-        An unknown or instance model, or an unknown variant; the message lists the choices.
+        An unknown or instance model, an unknown preset, or an unknown variant; the message
+        lists the choices.
     """
     semantic = semantic_models()
     names = list(dict.fromkeys(semantic if model_names is None else model_names))
-    for name in names:
+    for label in names:
+        name, preset = _split_preset(label)
         if name not in models.available():
             raise ValueError(f"zoo: --models got unknown model {name!r}; choose from "
                              f"{', '.join(semantic)}")
         if name not in semantic:
             raise ValueError(f"zoo: --models got {name!r}, an instance model; the zoo trains "
                              f"semantic models: {', '.join(semantic)}")
+        if preset is not None and preset not in models.presets(name):
+            choices = ", ".join(f"{name}:{p}" for p in models.presets(name)) or "none"
+            raise ValueError(f"zoo: --models got unknown preset {label!r}; {name}'s presets: "
+                             f"{choices}")
     variants = list(dict.fromkeys(variants))
     for variant in variants:
         if variant not in VARIANTS:
@@ -147,7 +171,8 @@ def train_and_measure(name, variant, steps, on_step=None):
     Parameters
     ----------
     name : str
-        A registered semantic model, built at its registry default size.
+        A registered semantic model, built at its registry default size, or
+        ``MODEL:PRESET`` for one of its presets (an ablation).
     variant : str
         A Shapes variant.
     steps : int
@@ -167,7 +192,7 @@ def train_and_measure(name, variant, steps, on_step=None):
     train = Shapes(r["train_samples"], seed=r["train_seed"], **common)
     val = Shapes(r["val_samples"], seed=r["val_seed"], **common)
     seed_everything(r["seed"])              # the same initial weights whatever ran before
-    model = models.create(name, num_classes=r["num_classes"])
+    model = build_zoo_model(name, r["num_classes"])
     step_seconds = []
 
     def record(trainer, info):
@@ -231,10 +256,13 @@ def results_markdown(rows):
         "",
         "Written by `edu-seg zoo` (`edu_seg/bench/zoo.py`); rows are merged by (model, "
         "variant), and each keeps the CPU, thread count and date it was measured with. "
-        "Recompute a row with `edu-seg zoo --models MODEL --variants VARIANT --steps STEPS`.",
+        "Recompute a row with `edu-seg zoo --models MODEL --variants VARIANT --steps STEPS`; "
+        "a model written `MODEL:PRESET` is that model built with one of its presets (an "
+        "ablation: `pspnet:no_pyramid`).",
         "",
         f"**Recipe (the same for every row).** Each model at its registry default size "
-        f"(`models.create(name, num_classes={r['num_classes']})`, weights seeded with "
+        f"(`models.create(name, num_classes={r['num_classes']})`, or with the named preset "
+        f"for `MODEL:PRESET` rows, weights seeded with "
         f"{r['seed']}); Shapes of the row's variant, {r['size']}x{r['size']}, "
         f"{r['num_classes']} classes, {r['train_samples']} training images (seed "
         f"{r['train_seed']}), no augmentation; {r['optimizer'].capitalize()}, lr {r['lr']:g}, "
