@@ -7,18 +7,25 @@
 - :mod:`edu_seg.viz.receptive_field`: theoretical and effective (gradient) receptive fields.
 - :mod:`edu_seg.viz.roi`: RoIPool's bins vs RoIAlign's sample points for one box.
 - :mod:`edu_seg.viz.segmentation`: masks over images with a legend; one scene as three tasks.
+- :mod:`edu_seg.viz.fcn`: chapter 6 (unpooling by indices, gridding, the dense CRF).
+- :mod:`edu_seg.viz.sota`: chapter 8 (pyramid bins, ASPP's taps, idea-vs-ablation bars).
 """
 from .conv_anim import (animate_conv, animate_transposed_scatter, conv_index_map, show_step,
                         show_transposed_views, transposed_scatter_map)
+from .fcn import plot_crf_comparison, plot_gridding, plot_unpooling
 from .palette import IGNORE_COLOR, PALETTE, colorize
 from .receptive_field import dilated_stack, layer_arithmetic, plot_receptive_fields, receptive_field
 from .roi import roi_sampling, roi_sampling_geometry
 from .segmentation import show_segmentation, show_tasks
-from .training import (overlay, plot_confusion_matrix, plot_history, plot_predictions,
-                       plot_run)
+from .sota import atrous_taps, plot_ablations, plot_atrous_taps, plot_pyramid_bins
+from .training import (loss_terms, overlay, plot_compare, plot_confusion_matrix, plot_history,
+                       plot_predictions, plot_run)
 
 __all__ = ["PALETTE", "IGNORE_COLOR", "colorize", "overlay", "plot_history", "plot_predictions",
            "plot_confusion_matrix", "plot_run", "animate_conv", "animate_transposed_scatter",
            "conv_index_map", "show_step", "show_transposed_views", "transposed_scatter_map",
            "dilated_stack", "layer_arithmetic", "plot_receptive_fields", "receptive_field",
-           "roi_sampling", "roi_sampling_geometry", "show_segmentation", "show_tasks"]
+           "roi_sampling", "roi_sampling_geometry", "show_segmentation", "show_tasks",
+           "loss_terms", "plot_compare", "plot_unpooling", "plot_gridding",
+           "plot_crf_comparison", "plot_pyramid_bins", "atrous_taps", "plot_atrous_taps",
+           "plot_ablations"]
