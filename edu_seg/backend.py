@@ -193,6 +193,9 @@ def set_num_threads(n):
 
     if _threads is not None:
         _threads.set_num_threads(n)
+        # The conv kernels call the OpenBLAS that SciPy bundles, a different library from
+        # NumPy's; threadpoolctl limits only the libraries loaded when it runs, so load it now.
+        import scipy.linalg.cython_blas  # noqa: F401
     _state["blas_limiter"] = threadpool_limits(limits=n, user_api="blas")
     _state["num_threads"] = n
 

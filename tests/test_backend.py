@@ -60,6 +60,25 @@ def test_set_num_threads_limits_openmp_and_blas():
     assert backend._threads.get_num_threads() == 2
 
 
+def test_the_thread_limit_reaches_the_blas_of_the_conv_kernels_in_a_fresh_process():
+    # The conv GEMMs call SciPy's OpenBLAS, which a fresh process has not loaded when the
+    # limit is set from EDU_SEG_NUM_THREADS at import; a limit that missed it would let
+    # every conv run the default thread count.
+    code = textwrap.dedent("""
+        import numpy as np
+        import edu_seg
+        from edu_seg.functional import conv2d
+        from edu_seg.autograd import Tensor
+        from threadpoolctl import threadpool_info
+        conv2d(Tensor(np.ones((1, 2, 8, 8), np.float32)), Tensor(np.ones((2, 2, 3, 3), np.float32)))
+        print(sorted({i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}))
+    """)
+    env = {**os.environ, "EDU_SEG_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         check=True)
+    assert out.stdout.split() == ["[1]"]
+
+
 @pytest.mark.parametrize("bad", [0, -1, 1.5, "2", True])
 def test_set_num_threads_rejects_bad_values(bad):
     with pytest.raises(ValueError, match="set_num_threads: n must be a positive integer"):
