@@ -126,3 +126,4 @@ from .summary import summary  # noqa: E402
 from .backbones import (available_backbones, create_backbone,  # noqa: E402
                         load_torchvision_state_dict)
 from . import deeplab_largefov, dilatednet, fcn, segnet, unet  # noqa: E402,F401  (each registers its models)
+from . import frrn  # noqa: E402,F401
