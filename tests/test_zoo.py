@@ -147,6 +147,8 @@ def test_the_same_recipe_gives_the_same_row(aux_model):
                                         + ", ".join(zoo.semantic_models())),
     (["--variants", "stripes"], "--variants got unknown variant 'stripes'; choose from "
                                 "default, scale, context, thin, boundary"),
+    (["--models", "deeplabv3_resnet50"], "--models got 'deeplabv3_resnet50', a full-size model "
+                                         "without a small version"),
     (["--models", "unet:huge"], "--models got unknown preset 'unet:huge'; unet's presets: "
                                 "unet:paper"),
     (["--steps", "0"], "--steps must be a positive int, got 0"),

@@ -61,8 +61,10 @@ COLUMNS = ("model", "variant", "steps", "miou", "boundary_iou", "class_iou", "pa
 
 
 def semantic_models():
-    """Names of the registered semantic models (``model.task == "semantic"``), sorted."""
-    return [n for n in models.available() if models.get_model_class(n).task == "semantic"]
+    """Names of the registered semantic models with a small version, sorted (the zoo's rows;
+    full-size-only models such as ``deeplabv3_resnet50`` are left out)."""
+    return [n for n in models.available() if models.get_model_class(n).task == "semantic"
+            and models.get_model_class(n).small_version]
 
 
 def _split_preset(label):
@@ -101,9 +103,13 @@ def check_choices(model_names=None, variants=("default",)):
         if name not in models.available():
             raise ValueError(f"zoo: --models got unknown model {name!r}; choose from "
                              f"{', '.join(semantic)}")
-        if name not in semantic:
+        if models.get_model_class(name).task != "semantic":
             raise ValueError(f"zoo: --models got {name!r}, an instance model; the zoo trains "
                              f"semantic models: {', '.join(semantic)}")
+        if name not in semantic:
+            raise ValueError(f"zoo: --models got {name!r}, a full-size model without a small "
+                             f"version (it loads published weights); the zoo trains "
+                             f"{', '.join(semantic)}")
         if preset is not None and preset not in models.presets(name):
             choices = ", ".join(f"{name}:{p}" for p in models.presets(name)) or "none"
             raise ValueError(f"zoo: --models got unknown preset {label!r}; {name}'s presets: "

@@ -127,3 +127,6 @@ from .backbones import (available_backbones, create_backbone,  # noqa: E402
                         load_torchvision_state_dict)
 from . import deeplab_largefov, dilatednet, fcn, segnet, unet  # noqa: E402,F401  (each registers its models)
 from . import frrn  # noqa: E402,F401
+from . import deeplabv3  # noqa: E402,F401
+from . import torchvision_segmentation  # noqa: E402,F401
+from . import deeplabv3plus  # noqa: E402,F401

@@ -63,6 +63,10 @@ class SegmentationModel(nn.Module):
         PSPNet's choice). A named output without a weight is an error, not a silent zero.
     task : str
         ``"semantic"`` here, ``"instance"`` for :class:`InstanceSegmentationModel`.
+    small_version : bool
+        True when ``create(name, num_classes=K)`` gives a model that trains on a CPU in
+        minutes (every model of the course). False for models that exist only at full size
+        to load published weights (``deeplabv3_resnet50``); the zoo does not train those.
     """
 
     name = None
@@ -71,6 +75,7 @@ class SegmentationModel(nn.Module):
     output_stride = 1
     aux_weights = {}
     task = "semantic"
+    small_version = True
 
     def __init__(self, config):
         super().__init__()
