@@ -132,3 +132,4 @@ from . import torchvision_segmentation  # noqa: E402,F401
 from . import deeplabv3plus  # noqa: E402,F401
 from . import refinenet  # noqa: E402,F401
 from . import pspnet  # noqa: E402,F401
+from . import fc_densenet  # noqa: E402,F401
