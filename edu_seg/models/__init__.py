@@ -126,10 +126,11 @@ from .summary import summary  # noqa: E402
 from .backbones import (available_backbones, create_backbone,  # noqa: E402
                         load_torchvision_state_dict)
 from . import deeplab_largefov, dilatednet, fcn, segnet, unet  # noqa: E402,F401  (each registers its models)
-from . import frrn  # noqa: E402,F401
+from . import pspnet  # noqa: E402,F401
+from . import refinenet  # noqa: E402,F401
+from . import gcn  # noqa: E402,F401
+from . import fc_densenet  # noqa: E402,F401
 from . import deeplabv3  # noqa: E402,F401
+from . import frrn  # noqa: E402,F401
 from . import torchvision_segmentation  # noqa: E402,F401
 from . import deeplabv3plus  # noqa: E402,F401
-from . import refinenet  # noqa: E402,F401
-from . import pspnet  # noqa: E402,F401
-from . import fc_densenet  # noqa: E402,F401
