@@ -72,7 +72,7 @@ def run():
     set_threads(THREADS)
     rows = []
     for name in twins.available():
-        for preset in [None, *getattr(twins.load(name), "PRESETS", ())]:
+        for preset in twins.checked_presets(name):
             model, ours_step, twin_step = step_fns(torch, name, preset)
             ours_ms, torch_ms = _interleaved(ours_step, twin_step)
             label = name if preset is None else f"{name}:{preset}"

@@ -18,8 +18,7 @@ from edu_seg.autograd import Tensor, no_grad  # noqa: E402
 
 torch = pytest.importorskip("torch")
 
-PAIRS = [(name, preset) for name in twins.available()
-         for preset in [None, *getattr(twins.load(name), "PRESETS", ())]]
+PAIRS = [(name, preset) for name in twins.available() for preset in twins.checked_presets(name)]
 
 
 def _images(n=2, size=64, seed=0):

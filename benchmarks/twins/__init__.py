@@ -4,8 +4,9 @@ A twin is a module ``benchmarks/twins/<model>.py`` with one function::
 
     def build(torch, num_classes, preset=None) -> torch.nn.Module
 
-that builds the model ``edu_seg.models.create(<model>, num_classes=..., preset=...)`` in
-PyTorch: the same layers under the same state-dict keys, and a forward that returns what
+and a tuple ``CHECKED_PRESETS`` of the presets (the ablations) to check and time beside
+the default. ``build`` builds the model ``edu_seg.models.create(<model>, num_classes=...,
+preset=...)`` in PyTorch: the same layers under the same state-dict keys, and a forward that returns what
 ours returns (the score Tensor; in training mode the same dict of named outputs). Loading our
 weights into the twin must give the same scores, which
 
@@ -24,7 +25,7 @@ import numpy as np
 
 HERE = pathlib.Path(__file__).parent
 
-__all__ = ["available", "load", "build_pair", "torch_loss"]
+__all__ = ["available", "load", "checked_presets", "build_pair", "torch_loss"]
 
 
 def available():
@@ -42,6 +43,11 @@ def load(name):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def checked_presets(name):
+    """``[None, *CHECKED_PRESETS]`` of model ``name``'s twin: the configs to check and time."""
+    return [None, *load(name).CHECKED_PRESETS]
 
 
 def build_pair(torch, name, num_classes=4, preset=None, seed=0):

@@ -9,6 +9,10 @@ the ResNet and ASPP builders.
 DEFAULTS = {"in_channels": 3, "backbone": "resnet_tiny", "output_stride": 16,
             "multi_grid": None, "atrous_rates": (1, 2, 3), "aspp_channels": 64,
             "image_pooling": True, "dropout": 0.1}
+#: The presets tests/test_twins.py checks and bench_models.py times (the paper sizes are
+#: built on request only: they are slow on a CPU).
+CHECKED_PRESETS = ("no_image_pool", "os8")
+
 PRESETS = {None: {},
            "paper": {"backbone": "resnet50", "multi_grid": (1, 2, 4),
                      "atrous_rates": (6, 12, 18), "aspp_channels": 256},

@@ -19,6 +19,10 @@ DEFAULTS = {"in_channels": 3, "backbone": "resnet_tiny", "output_stride": 16,
             "atrous_rates": (1, 2, 3), "aspp_channels": 64, "image_pooling": True,
             "separable": True, "decoder": True, "low_level_channels": 12,
             "decoder_channels": 64, "dropout": 0.1}
+#: The presets tests/test_twins.py checks and bench_models.py times (the paper sizes are
+#: built on request only: they are slow on a CPU).
+CHECKED_PRESETS = ("no_decoder",)
+
 PRESETS = {None: {},
            "paper": {"backbone": "resnet50", "atrous_rates": (6, 12, 18), "aspp_channels": 256,
                      "low_level_channels": 48, "decoder_channels": 256},

@@ -9,7 +9,7 @@ classifier on the last block's stack.
 """
 from collections import OrderedDict
 
-PRESETS = ("upsample_all",)
+CHECKED_PRESETS = ("upsample_all",)
 
 _DEFAULT = {"growth_rate": 8, "layers_per_block": (3, 3, 3, 3), "first_channels": 16,
             "dropout": 0.0, "upsample": "new"}

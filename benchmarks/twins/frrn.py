@@ -8,7 +8,7 @@ pooling stream with the max-pooled residual stream, applies two 3x3 conv-BN-ReLU
 
 #: Presets the harness checks and times besides the default ("paper" is built but too large
 #: to time per step on CPU; "bootstrap" changes only the loss).
-PRESETS = ("no_residual_stream",)
+CHECKED_PRESETS = ("no_residual_stream",)
 
 _SMALL = {"stem": 16, "residual": 16, "units": 3, "down_widths": (32, 64, 128, 128),
           "down_units": (1, 2, 1, 1), "up_widths": (64, 64, 32), "up_units": (1, 1, 1),

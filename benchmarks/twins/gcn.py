@@ -10,7 +10,7 @@ k x 1``, summed, no nonlinearity) to K score maps and a Boundary Refinement bloc
 
 #: Presets the twin tests and benchmarks check besides the default ("paper" builds too, but
 #: a ResNet-50 is too slow for a CPU test).
-PRESETS = ("k3", "no_br")
+CHECKED_PRESETS = ("k3", "no_br")
 
 _CONFIGS = {
     None: {"backbone": "resnet_tiny", "kernel_size": (15, 15, 7, 3), "br": True},

@@ -9,11 +9,11 @@ the map), a 3x3 conv-BN-ReLU, dropout and a 1x1 classifier, bilinear x8; in trai
 auxiliary head of the same form on layer3, returned at 1/8 resolution as ``"aux"``.
 """
 
-__all__ = ["build", "PRESETS", "CONFIGS"]
+__all__ = ["build", "CHECKED_PRESETS", "CONFIGS"]
 
 #: Presets the twin tests and the speed benchmark also run (``"paper"``, a ResNet-50 at
 #: output stride 8, is buildable but too slow for either).
-PRESETS = ("no_pyramid", "max_pool")
+CHECKED_PRESETS = ("no_pyramid", "max_pool")
 
 _DEFAULT = {"backbone": "resnet_tiny", "backbone_widths": (16, 32, 64, 128), "bins": (1, 2, 3, 6),
             "pyramid": True, "pool": "avg", "head_width": 64, "aux_width": 32, "dropout": 0.1}

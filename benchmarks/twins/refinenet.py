@@ -13,6 +13,10 @@ weight-loading check.
 #: The model's default config and presets (edu_seg/models/refinenet.py).
 DEFAULT = {"backbone": "resnet_tiny", "widths": (64, 32, 32, 32), "pool_blocks": 2,
            "chained": True, "batch_norm": True, "dropout": 0.0}
+#: The presets tests/test_twins.py checks and bench_models.py times (the paper sizes are
+#: built on request only: they are slow on a CPU).
+CHECKED_PRESETS = ("unchained",)
+
 PRESETS = {"paper": {"backbone": "resnet50", "widths": (512, 256, 256, 256),
                      "pool_blocks": 2, "batch_norm": False},
            "unchained": {"chained": False}}
