@@ -13,7 +13,8 @@ from edu_seg import models, nn
 from edu_seg.autograd import Tensor, no_grad
 from edu_seg.models import load_torchvision_state_dict
 from edu_seg.models.backbones import TorchvisionWeightsError
-from edu_seg.models.torchvision_segmentation import DeepLabHead, FCNHead
+from edu_seg.models.torchvision_segmentation import (IMAGENET_MEAN, IMAGENET_STD, DeepLabHead,
+                                                  FCNHead, segment_photo)
 from edu_seg.ops.resample import interpolate
 
 NAMES = ["deeplabv3_resnet50", "fcn_resnet50"]
@@ -137,3 +138,27 @@ def test_torchvisions_weights_give_torchvisions_scores(name):
     assert out.shape == (1, 21, 64, 96)
     assert_close(out, expected["out"].numpy())
     assert_close(aux, expected["aux"].numpy())
+
+
+def test_segment_photo_normalises_pads_to_the_stride_and_crops_back():
+    model = full("fcn_resnet50").eval()
+    photo = np.random.default_rng(0).integers(0, 256, (21, 30, 3), dtype=np.uint8)
+    labels = segment_photo(model, photo)
+    assert labels.shape == (21, 30) and labels.dtype == np.int64
+    x = np.zeros((1, 3, 24, 32), np.float32)           # padded to multiples of 8 with zeros
+    x[0, :, :21, :30] = ((photo / 255 - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)
+    with no_grad():
+        expected = model(Tensor(x)).data[0, :, :21, :30].argmax(axis=0)
+    np.testing.assert_array_equal(labels, expected)
+
+
+def test_segment_photo_refuses_what_it_cannot_read():
+    model = full("fcn_resnet50").eval()
+    with pytest.raises(ValueError, match=r"image must be an \(H, W, 3\) uint8 RGB array"):
+        segment_photo(model, np.zeros((8, 8, 3), np.float32))
+    model.train()
+    try:
+        with pytest.raises(ValueError, match="call model.eval"):
+            segment_photo(model, np.zeros((8, 8, 3), np.uint8))
+    finally:
+        model.eval()

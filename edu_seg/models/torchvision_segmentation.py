@@ -33,12 +33,23 @@ num_classes=21)`` has 39.6 M parameters. They differ from the papers' heads too:
 DeepLabV3 adds a 3x3 conv after ASPP, and its FCN is a dilated ResNet with one head instead
 of FCN-8s's VGG with skips.
 
->>> import edu_seg.models as models
->>> model = models.create("deeplabv3_resnet50", num_classes=21, aux_loss=True)  # doctest: +SKIP
+Segmenting a photo with torchvision's trained weights (downloaded once with torchvision on a
+machine that has it, and saved as ``.npz`` so this code needs no torch)::
+
+    import numpy as np
+    from PIL import Image
+    from edu_seg import models
+    model = models.create("deeplabv3_resnet50", num_classes=21, aux_loss=True)
+    models.load_torchvision_state_dict(model, np.load("deeplabv3_resnet50_coco.npz"))
+    labels = segment_photo(model.eval(), np.asarray(Image.open("photo.jpg").convert("RGB")))
+    # labels: (H, W) ints, Pascal VOC's classes (0 background, 15 person, ...)
 """
 import dataclasses
 
+import numpy as np
+
 from .. import nn
+from ..autograd import Tensor, no_grad
 from ..ops.resample import interpolate
 from . import register
 from .backbones import create_backbone
@@ -46,7 +57,12 @@ from .base import SegmentationModel
 from .blocks import ASPP
 
 __all__ = ["TorchvisionSegmentationConfig", "DeepLabV3ResNet50", "FCNResNet50", "DeepLabHead",
-           "FCNHead"]
+           "FCNHead", "IMAGENET_MEAN", "IMAGENET_STD", "segment_photo"]
+
+#: The per-channel mean and standard deviation of ImageNet's RGB pixels in [0, 1]: every
+#: torchvision model was trained on images normalised with them.
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 
 
 @dataclasses.dataclass
@@ -145,3 +161,46 @@ class FCNResNet50(_TorchvisionSegmentation):
     """torchvision's ``fcn_resnet50``: dilated ResNet-50 and an :class:`FCNHead` on layer4."""
 
     head = FCNHead
+
+
+@no_grad()
+def segment_photo(model, image):
+    """Label every pixel of an RGB photo with a model that holds torchvision's weights.
+
+    The photo is prepared the way torchvision's weights expect: scaled to [0, 1], normalised
+    with :data:`IMAGENET_MEAN` and :data:`IMAGENET_STD`, and padded at the bottom and right
+    with the mean colour (zero after normalisation) to a multiple of the model's output
+    stride; the padding is cropped off the labels again.
+
+    Parameters
+    ----------
+    model : SegmentationModel
+        In eval mode (``model.eval()``: batch norm must use its running statistics).
+    image : ndarray of uint8, shape (H, W, 3)
+
+    Returns
+    -------
+    ndarray of int64, shape (H, W)
+        The class of every pixel (for the COCO-trained weights, Pascal VOC's 21 classes).
+
+    Raises
+    ------
+    ValueError
+        ``image`` not an (H, W, 3) uint8 array, or ``model`` in training mode.
+    """
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"segment_photo: image must be an (H, W, 3) uint8 RGB array, got "
+                         f"dtype {image.dtype} and shape {image.shape}; convert with "
+                         f"np.asarray(PIL.Image.open(path).convert('RGB'))")
+    if model.training:
+        raise ValueError("segment_photo: the model is in training mode; call model.eval() "
+                         "first (batch norm must use its running statistics)")
+    H, W, _ = image.shape
+    x = (image.astype(np.float32) / 255 - IMAGENET_MEAN) / IMAGENET_STD   # (H, W, 3)
+    ph, pw = model.input_size_for(H), model.input_size_for(W)
+    padded = np.zeros((1, 3, ph, pw), np.float32)                         # the mean colour
+    padded[0, :, :H, :W] = x.transpose(2, 0, 1)
+    scores = model(Tensor(padded)).data                                   # (1, K, ph, pw)
+    return scores[0, :, :H, :W].argmax(axis=0)                            # (H, W)
+

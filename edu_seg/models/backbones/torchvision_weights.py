@@ -45,11 +45,13 @@ def load_torchvision_state_dict(model, state_dict):
 
     Parameters
     ----------
-    model : Backbone
+    model : Backbone or SegmentationModel
         Built by :func:`create_backbone` with a torchvision name (``resnet18``, ``resnet50``,
-        ``vgg16``, ``vgg16_bn``, ``mobilenet_v2``, ``densenet121``); the config may change
-        anything that does not change a weight's shape (``output_stride``,
-        ``replace_stride_with_dilation``, ``multi_grid``, ``num_classes=None``).
+        ``vgg16``, ``vgg16_bn``, ``mobilenet_v2``, ``densenet121``; the config may change
+        anything that does not change a weight's shape: ``output_stride``,
+        ``replace_stride_with_dilation``, ``multi_grid``, ``num_classes=None``), or one of
+        torchvision's segmentation models built by ``create("deeplabv3_resnet50", ...)`` or
+        ``create("fcn_resnet50", ...)``.
     state_dict : mapping of str to array
         The state dict of the matching torchvision classification model: NumPy arrays (an
         ``.npz`` opened with ``np.load``), or torch tensors (converted with
