@@ -6,6 +6,8 @@ state-dict tables under tests/data/torchvision (written by make_tables.py there)
 import functools
 import pathlib
 import re
+import sys
+
 
 import numpy as np
 import pytest
@@ -21,7 +23,9 @@ FULL = ["vgg16", "vgg16_bn", "resnet18", "resnet50", "mobilenet_v2", "densenet12
 TINY = ["vgg_tiny", "vgg_bn_tiny", "resnet_tiny", "resnet_bottleneck_tiny", "densenet_tiny",
         "mobilenet_v2_tiny", "xception_tiny"]
 DILATABLE = ["resnet_tiny", "resnet_bottleneck_tiny", "mobilenet_v2_tiny", "xception_tiny"]
-TABLES = pathlib.Path(__file__).parent / "data" / "torchvision"
+# the torchvision state-dict tables and their reader (tests/data/torchvision/make_tables.py)
+sys.path.insert(0, str(pathlib.Path(__file__).parent / "data" / "torchvision"))
+from make_tables import read_table  # noqa: E402
 
 
 def rand(*shape, seed=0):
@@ -117,14 +121,6 @@ def test_sequential_backbones_keep_torchvisions_features_child():
 
 
 # -------------------------------------------------------------- torchvision's state dicts
-def read_table(name):
-    lines = (TABLES / f"{name}.txt").read_text().splitlines()
-    params = int(re.search(r"(\d+) parameters", lines[0]).group(1))
-    entries = []
-    for line in lines[1:]:
-        key, shape = line.split()
-        entries.append((key, () if shape == "-" else tuple(map(int, shape.split(",")))))
-    return params, entries
 
 
 @pytest.mark.parametrize("name", FULL)

@@ -1,10 +1,11 @@
 """torchvision's deeplabv3_resnet50 and fcn_resnet50, layer for layer: state-dict keys and
-shapes (against tables written by tests/data/torchvision/make_segmentation_tables.py, so no
+shapes (against tables written by tests/data/torchvision/make_tables.py, so no
 torch is needed), the heads on layer3 and layer4, and, where torch is installed, the same
 scores as torchvision's models for the same weights."""
 import functools
 import pathlib
-import re
+import sys
+
 
 import numpy as np
 import pytest
@@ -18,7 +19,9 @@ from edu_seg.models.torchvision_segmentation import (IMAGENET_MEAN, IMAGENET_STD
 from edu_seg.ops.resample import interpolate
 
 NAMES = ["deeplabv3_resnet50", "fcn_resnet50"]
-TABLES = pathlib.Path(__file__).parent / "data" / "torchvision"
+# the torchvision state-dict tables and their reader (tests/data/torchvision/make_tables.py)
+sys.path.insert(0, str(pathlib.Path(__file__).parent / "data" / "torchvision"))
+from make_tables import read_table  # noqa: E402
 
 
 def rand(*shape, seed=0):
@@ -32,14 +35,6 @@ def full(name):
     return models.create(name, num_classes=21, aux_loss=True)
 
 
-def read_table(name):
-    lines = (TABLES / f"{name}.txt").read_text().splitlines()
-    params = int(re.search(r"(\d+) parameters", lines[0]).group(1))
-    entries = []
-    for line in lines[1:]:
-        key, shape = line.split()
-        entries.append((key, () if shape == "-" else tuple(map(int, shape.split(",")))))
-    return params, entries
 
 
 @pytest.mark.parametrize("name", NAMES)
