@@ -30,7 +30,7 @@ def _map_sides(model, size=64):
 
 
 # ------------------------------------------------------------- the Global Convolution module
-def test_every_gcn_has_both_separable_branches_with_large_kernels():
+def test_every_gcn_has_both_separable_branches_and_the_deep_ones_span_their_map():
     model = _build()
     sides = _map_sides(model)
     assert sides == {"res2": 16, "res3": 8, "res4": 4, "res5": 2}
@@ -41,11 +41,11 @@ def test_every_gcn_has_both_separable_branches_with_large_kernels():
         assert g.left_1xk.weight.shape == (4, 4, 1, k)        # ... then 1 x k
         assert g.right_1xk.weight.shape == (4, c, 1, k)       # 1 x k first ...
         assert g.right_kx1.weight.shape == (4, 4, k, 1)       # ... then k x 1
-        # "Large": at least 7 where the map allows it, and a window that covers the whole map
-        # from every pixel (k >= 2n - 1) or is the paper's 15 on a 16-pixel map.
-        if sides[name] >= 7:
-            assert k >= 7
-        assert k >= min(2 * sides[name] - 1, 15)
+    # On res-4 and res-5 every score sees the whole map: a window of k >= 2n - 1 pixels
+    # centred anywhere on an n-pixel map reaches both of its ends.
+    for name in ("res4", "res5"):
+        assert model.gcn[name].kernel_size >= 2 * sides[name] - 1
+    assert model.gcn["res4"].kernel_size >= 7
 
 
 def test_the_k3_ablation_has_3x3_windows_everywhere_and_the_paper_preset_15():
@@ -53,6 +53,7 @@ def test_the_k3_ablation_has_3x3_windows_everywhere_and_the_paper_preset_15():
     assert [k3.gcn[n].kernel_size for n in STAGES] == [3, 3, 3, 3]
     assert all(k3.gcn[n].left_kx1.weight.shape[2:] == (3, 1) for n in STAGES)
     assert all(k3.gcn[n].right_1xk.weight.shape[2:] == (1, 3) for n in STAGES)
+    assert k3.gcn["res4"].kernel_size < 2 * _map_sides(k3)["res4"] - 1   # no longer global
     assert models.presets("gcn")["paper"] == {"backbone": "resnet50", "kernel_size": 15}
 
 
@@ -184,5 +185,5 @@ def test_kernel_size_takes_one_int_or_one_per_stage_and_must_be_odd():
 
 def test_the_backbone_must_be_a_resnet():
     assert _build(backbone="resnet_bottleneck_tiny").gcn["res5"].left_kx1.weight.shape[1] == 64
-    with pytest.raises(ValueError, match="backbone must be one of 'resnet_tiny'"):
+    with pytest.raises(ValueError, match="backbone must be one of 'resnet18'"):
         _build(backbone="vgg_bn_tiny")

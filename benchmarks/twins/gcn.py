@@ -13,14 +13,14 @@ k x 1``, summed, no nonlinearity) to K score maps and a Boundary Refinement bloc
 CHECKED_PRESETS = ("k3", "no_br")
 
 _CONFIGS = {
-    None: {"backbone": "resnet_tiny", "kernel_size": (15, 15, 7, 3), "br": True},
-    "k3": {"backbone": "resnet_tiny", "kernel_size": (3, 3, 3, 3), "br": True},
-    "no_br": {"backbone": "resnet_tiny", "kernel_size": (15, 15, 7, 3), "br": False},
+    None: {"backbone": "resnet18", "kernel_size": (3, 3, 7, 3), "br": True},
+    "k3": {"backbone": "resnet18", "kernel_size": (3, 3, 3, 3), "br": True},
+    "no_br": {"backbone": "resnet18", "kernel_size": (3, 3, 7, 3), "br": False},
     "paper": {"backbone": "resnet50", "kernel_size": (15, 15, 15, 15), "br": True},
 }
 
 # block, blocks per stage, planes per stage, stem width
-_BACKBONES = {"resnet_tiny": ("basic", (1, 1, 1, 1), (8, 16, 32, 64), 8),
+_BACKBONES = {"resnet18": ("basic", (2, 2, 2, 2), (64, 128, 256, 512), 64),
               "resnet50": ("bottleneck", (3, 4, 6, 3), (64, 128, 256, 512), 64)}
 
 

@@ -22,10 +22,9 @@ approximates it by two separable branches, summed, with NO nonlinearity anywhere
 A ``k x 1`` conv followed by a ``1 x k`` conv is ONE linear map whose window is the full
 ``k x k`` square (every output pixel still depends on a ``k x k`` patch of the input), for
 ``2k`` weights per channel pair instead of ``k²``; the second branch is the same product in
-the other order, and the sum of the two is a richer (rank-2 per channel pair) ``k x k``
-kernel. A ReLU between the two convs would make the module something else: a small
-two-layer network, not a large-kernel convolution (the paper's ablation, Table 2, finds
-that nonlinearities there hurt).
+the other order, and their sum is a richer ``k x k`` kernel than either alone. A ReLU
+between the two convs would make the module something else: a small two-layer network whose
+output is no longer one large-kernel convolution of its input.
 
 Because the scores come out of large, smooth kernels, their boundaries are blurry. The
 Boundary Refinement block (BR) sharpens them with a residual correction on the score maps::
@@ -51,33 +50,42 @@ steps return to the input's size.
 How large is "large" here? (the arithmetic behind the default ``kernel_size``)
     A ``k x k`` window with "same" padding ``(k - 1)/2`` centred on a pixel of an
     ``n``-pixel map covers the WHOLE map from every pixel when ``(k - 1)/2 >= n - 1``, i.e.
-    ``k >= 2n - 1``. The paper uses ``k = 15`` on res-5 of a 512x512 input, whose map is
-    512/32 = 16 pixels wide: a window as large as the map (the centre pixels see nearly all
-    of it, the corners a quarter). A 64x64 input gives maps of 16, 8, 4 and 2 pixels on
-    res-2 .. res-5, so one ``k`` cannot be large everywhere without being absurd somewhere.
-    The default takes ``k = min(2n - 1, 15)`` per stage:
+    ``k >= 2n - 1``. The paper's ``k = 15`` on res-5 of a 512x512 input, a map 512/32 = 16
+    pixels wide, is a window as large as the map: every score of the deepest, most semantic
+    features sees (nearly) the whole image. The same 15 on the finer maps of that input (32,
+    64, 128 pixels on res-4, res-3, res-2) spans half, a quarter, an eighth of them. A 64x64
+    input gives maps of 4 and 2 pixels on res-4 and res-5, and 16 and 8 on res-2 and res-3;
+    the default makes the two deep stages global and keeps the shallow ones local:
 
-    ======  ======  ========  ======  ==  =============================================
-    stage   stride  map side  2n - 1  k   what one score sees
-    ======  ======  ========  ======  ==  =============================================
-    res-2   4       16        31      15  15x15 of the 16x16 map: the paper's 15 on 16
-    res-3   8       8         15      15  the whole map, from every pixel
-    res-4   16      4         7       7   the whole map, from every pixel
-    res-5   32      2         3       3   the whole map, from every pixel
-    ======  ======  ========  ======  ==  =============================================
+    ======  ======  ====  ==  ===========================  =============================
+    stage   stride  map   k   one score sees               k = 15 at 512x512 sees
+    ======  ======  ====  ==  ===========================  =============================
+    res-2   4       16    3   3/16 of a row                15/128 of a row
+    res-3   8       8     3   3/8 of a row                 15/64
+    res-4   16      4     7   the whole map (7 = 2·4 - 1)  15/32, about half
+    res-5   32      2     3   the whole map (3 = 2·2 - 1)  15/16, about all of it
+    ======  ======  ====  ==  ===========================  =============================
+
+    So on every stage a score sees at least the share of its map that the paper's kernel
+    sees, and the whole map on the two stages whose features say WHAT is there. Why not a
+    map-sized kernel on res-2 and res-3 as well? A GCN is LINEAR: a window as large as the
+    map on shallow features (edges and textures after a few convs) adds the features of
+    every object in the image into every pixel's score, and nothing can gate them. Trained
+    with the zoo's recipe, ``kernel_size=(15, 15, 7, 3)`` (map-sized on every stage) scored
+    0.42 mIoU on the Shapes "context" variant against 0.67 for the default.
 
     The ablation ``preset="k3"`` uses ``k = 3`` everywhere (what many re-implementations
-    ship): a res-2 score then sees 3x3 of 16x16. On res-5 the two are the same (3 already
-    spans a 2x2 map), so the ablation changes exactly the three stages where a large kernel
-    is possible. Weights of res-3's GCN (C_in = 16 channels in, K = 4 classes out,
-    ``k = 15``): ``2 · (15·16·4 + 15·4·4) = 2400`` where a dense 15x15 kernel would need
-    ``15·15·16·4 = 14400``.
+    ship). It differs from the default on res-4 only: there a score sees 3x3 of the 4x4 map
+    instead of all of it (on res-5, 3 already spans the 2x2 map). Weights of res-4's GCN
+    with ResNet-18 (C_in = 256 channels in, K = 4 classes out, ``k = 7``):
+    ``2 · (7·256·4 + 7·4·4) = 14560``, where a dense 7x7 kernel needs ``7·7·256·4 = 50176``.
 
 What this small version keeps from the paper
     - the Global Convolution module exactly: two branches ``(k x 1 then 1 x k) + (1 x k then
       k x 1)``, summed, no nonlinearity and no normalisation, ``K`` channels out (and in
       the middle of each branch);
-    - ``k`` about the size of the map it slides over (the table above);
+    - a ResNet backbone read at res-2 .. res-5, with one GCN + BR per stage;
+    - kernels as large as the map where the features are semantic (the table above);
     - the Boundary Refinement block ``S + conv(ReLU(conv(S)))`` on every score map: after
       each GCN, after each fusion, and after each of the last two up-samplings;
     - top-down fusion by SUMMING score maps, up-sampled by learned transposed convolutions
@@ -86,22 +94,23 @@ What this small version keeps from the paper
       stride-4 map back to the input resolution (no fixed bilinear resize anywhere).
 
 What it changes
-    - the tiny ResNet (``resnet_tiny``: widths 8-16-32-64, one block per stage) trained
-      from scratch, instead of ImageNet-pretrained ResNet-152 (``preset="paper"`` builds a
-      ResNet-50, the backbone of the paper's ablations, with ``k = 15`` on every stage);
-    - one ``k`` per stage (above) instead of one ``k`` for the whole network, because the
-      paper's ``k = 15`` was chosen for a 16-pixel map and the maps here are 16 down to 2
-      pixels wide. The table holds for 64x64 inputs; on larger inputs the same kernels are
-      relatively smaller;
-    - no "ResNet-GCN" backbone (the paper's Section 3.3 also replaces the ResNet blocks by
-      GCN-like ones for ImageNet pre-training);
-    - ``boundary_refinement=False`` (``preset="no_br"``) removes every BR block, the paper's
-      Table 4 ablation.
+    - ResNet-18 (torchvision's layout) trained from scratch, instead of ImageNet-pretrained
+      ResNet-152 (``preset="paper"`` builds a ResNet-50 with ``k = 15`` on every stage).
+      Not the tiny ResNet: its stem reaches stride 4 through one 7x7 conv of 8 channels and
+      a max-pool, and a decoder that works on ``K`` score maps cannot add back what the
+      backbone lost (about 0.4-0.5 mIoU on Shapes in 300 steps, against 0.89 for ResNet-18);
+    - one ``k`` per stage (above) instead of one ``k`` for the whole network: the maps here
+      are 16 down to 2 pixels wide. The table holds for 64x64 inputs; on larger inputs the
+      same kernels are relatively smaller;
+    - no "ResNet-GCN" backbone (the paper also replaces the ResNet blocks by GCN-like ones
+      for ImageNet pre-training);
+    - ``boundary_refinement=False`` (``preset="no_br"``) removes every BR block, the
+      paper's ablation without boundary refinement.
 
 >>> import edu_seg.models as models
 >>> model = models.create("gcn", num_classes=4)
 >>> [model.gcn[name].kernel_size for name in ("res2", "res3", "res4", "res5")]
-[15, 15, 7, 3]
+[3, 3, 7, 3]
 """
 import dataclasses
 from typing import Literal
@@ -133,8 +142,9 @@ class GCNConfig:
     kernel_size : int or 4 odd ints
         ``k`` of the Global Convolution on res-2, res-3, res-4, res-5 (an int means the same
         ``k`` on all four). Odd, so that "same" padding ``(k - 1)/2`` keeps the map's size.
-        The default ``(15, 15, 7, 3)`` is ``min(2n - 1, 15)`` for the 16, 8, 4 and 2 pixel
-        maps of a 64x64 input (see the module docstring); the paper: 15.
+        The default ``(3, 3, 7, 3)`` makes every score of res-4 and res-5 see the whole map
+        of a 64x64 input (``k = 2n - 1`` for their 4 and 2 pixel maps) and keeps res-2 and
+        res-3 local (see the module docstring); the paper: 15.
     boundary_refinement : bool
         Put a Boundary Refinement block after every GCN, fusion and up-sampling (the paper);
         False is the paper's ablation without it.
@@ -142,9 +152,9 @@ class GCNConfig:
 
     num_classes: int
     in_channels: int = 3
-    backbone: Literal["resnet_tiny", "resnet_bottleneck_tiny", "resnet18",
-                      "resnet50"] = "resnet_tiny"
-    kernel_size: tuple[int, ...] = (15, 15, 7, 3)
+    backbone: Literal["resnet18", "resnet50", "resnet_tiny",
+                      "resnet_bottleneck_tiny"] = "resnet18"
+    kernel_size: tuple[int, ...] = (3, 3, 7, 3)
     boundary_refinement: bool = True
 
     def __post_init__(self):
