@@ -1,7 +1,11 @@
-"""Pieces several models share: the conv-BN-ReLU unit and centre cropping.
+"""Pieces several models share, each written once so every model that uses it reads the same code.
 
-Later models add their shared blocks here (pyramid pooling, ASPP, attention blocks), so each
-is written once and every model that uses it reads the same code.
+- :class:`ConvBNReLU`, :func:`fc_as_conv`, :func:`center_crop`: the basic unit, a classifier's
+  fully connected layer as a convolution, and U-Net's cropping;
+- :class:`PyramidPooling`: PSPNet's pyramid of pooled context (ICNet reuses it);
+- :class:`ASPP` with :class:`ImagePooling`: DeepLabV3's atrous spatial pyramid pooling, in
+  torchvision's layout, shared by DeepLabV3, DeepLabV3+ and the full-size
+  ``deeplabv3_resnet50``; :func:`separable_conv_bn_relu`: DeepLabV3+'s separable unit.
 """
 from .. import nn
 from ..autograd import cat
