@@ -35,8 +35,6 @@ def full(name):
     return models.create(name, num_classes=21, aux_loss=True)
 
 
-
-
 @pytest.mark.parametrize("name", NAMES)
 def test_state_dict_keys_order_shapes_and_parameter_count_equal_torchvisions(name):
     params, entries = read_table(name)
