@@ -7,10 +7,7 @@ from edu_seg import models, nn
 from edu_seg.autograd import Tensor, no_grad
 from edu_seg.models.blocks import ASPP, ImagePooling
 from edu_seg.ops.resample import interpolate
-
-
-def _images(n, size=64, seed=0):
-    return np.random.default_rng(seed).standard_normal((n, 3, size, size)).astype(np.float32)
+from helpers import random_images
 
 
 def _build(name, seed=0, **config):
@@ -106,7 +103,7 @@ def test_deeplabv3_rates_double_at_output_stride_8_and_the_backbone_dilates(pres
     _record(model.aspp, seen, "aspp_in", what="input")
     _record(model.classifier, seen, "scores")
     with no_grad():
-        out = model(Tensor(_images(1))).data
+        out = model(Tensor(random_images(1))).data
     assert seen["aspp_in"].shape == (1, 64, 64 // stride, 64 // stride)
     ref = interpolate(seen["scores"], size=(64, 64), mode="bilinear", align_corners=False).data
     np.testing.assert_allclose(out, ref, rtol=1e-6, atol=1e-6)
@@ -144,7 +141,7 @@ def test_deeplabv3plus_decoder_concatenates_reduced_stride4_features_with_aspp_u
              _record(model.fuse, seen, "concat", what="input"),
              _record(model.classifier, seen, "scores")]
     with no_grad():
-        out = model(Tensor(_images(2))).data
+        out = model(Tensor(random_images(2))).data
     for h in hooks:
         h.remove()
     assert seen["stride4"].shape == (2, 8, 16, 16)                      # H/4
@@ -177,7 +174,7 @@ def test_deeplabv3plus_without_decoder_upsamples_aspp_scores_x16():
     seen = {}
     _record(model.classifier, seen, "scores")
     with no_grad():
-        out = model(Tensor(_images(1))).data
+        out = model(Tensor(random_images(1))).data
     assert seen["scores"].shape == (1, 3, 4, 4)
     ref = interpolate(seen["scores"], size=(64, 64), mode="bilinear", align_corners=False).data
     np.testing.assert_allclose(out, ref, rtol=1e-6, atol=1e-6)
@@ -189,6 +186,6 @@ def test_deeplabv3plus_other_strides_and_backbones_still_decode_at_stride_4(conf
     seen = {}
     _record(model.fuse, seen, "concat", what="input")
     with no_grad():
-        out = model(Tensor(_images(1)))
+        out = model(Tensor(random_images(1)))
     assert out.shape == (1, 3, 64, 64) and seen["concat"].shape[-2:] == (16, 16)
     assert model.aspp.atrous_rates == ((2, 4, 6) if "output_stride" in config else (1, 2, 3))

@@ -9,10 +9,7 @@ from edu_seg.autograd import Tensor, no_grad
 from edu_seg.data import Shapes
 from edu_seg.models.fc_densenet import peak_training_memory, transition_up_memory
 from edu_seg.ops.pool import max_pool2d
-
-
-def _images(n, size=64, seed=0):
-    return np.random.default_rng(seed).standard_normal((n, 3, size, size)).astype(np.float32)
+from helpers import random_images
 
 
 def _build(preset=None, **config):
@@ -47,7 +44,7 @@ def test_each_dense_layer_reads_the_block_input_and_every_earlier_layers_maps():
     model = _build().eval()
     k = model.config.growth_rate
     block = model.down_blocks[1]
-    calls = _forward_recording(model, [block, *block.layers], _images(2))
+    calls = _forward_recording(model, [block, *block.layers], random_images(2))
     (block_in, block_out), layers = calls[0], calls[1:]
     stack = block_in
     for i, (layer_in, layer_out) in enumerate(layers):
@@ -69,7 +66,7 @@ def test_transition_down_is_a_1x1_conv_then_a_2x2_max_pool_that_halves_h_and_w()
     model = _build().eval()
     td = model.transitions_down[0]
     assert td.conv.kernel_size == (1, 1) and td.conv.in_channels == td.conv.out_channels
-    ((x, y),) = _forward_recording(model, [td], _images(2))
+    ((x, y),) = _forward_recording(model, [td], random_images(2))
     assert y.shape == (2, x.shape[1], 32, 32) and x.shape[2:] == (64, 64)
     with no_grad():
         h = td.conv(td.relu(td.norm(Tensor(x))))                       # dropout: eval identity
@@ -85,7 +82,7 @@ def test_transitions_up_read_only_the_new_maps_of_the_block_below():
     model = _build(**UNEVEN).eval()
     k = model.config.growth_rate
     below = [model.bottleneck, *model.up_blocks[:-1]]
-    calls = _forward_recording(model, [*model.transitions_up, *below], _images(2))
+    calls = _forward_recording(model, [*model.transitions_up, *below], random_images(2))
     ups, blocks = calls[:len(below)], calls[len(below):]
     for up, (up_in, up_out), block, (_, block_out), layers in zip(
             model.transitions_up, ups, below, blocks, model.config.layers_per_block[::-1]):
@@ -100,7 +97,7 @@ def test_transition_up_output_is_concatenated_with_the_skip_of_the_same_resoluti
     model = _build(**UNEVEN).eval()
     n = len(model.down_blocks)
     calls = _forward_recording(
-        model, [*model.transitions_up, *model.up_blocks, *model.down_blocks], _images(2))
+        model, [*model.transitions_up, *model.up_blocks, *model.down_blocks], random_images(2))
     ups, up_blocks, skips = calls[:n], calls[n:2 * n], calls[2 * n:][::-1]
     for (_, up_out), (block_in, _), (_, skip) in zip(ups, up_blocks, skips):
         c = up_out.shape[1]
@@ -113,7 +110,7 @@ def test_upsample_all_reads_the_whole_stack_of_the_block_below():
     model = _build("upsample_all", **UNEVEN).eval()
     k, layers = model.config.growth_rate, model.config.layers_per_block
     below = [model.bottleneck, *model.up_blocks[:-1]]
-    calls = _forward_recording(model, [*model.transitions_up, *below], _images(1))
+    calls = _forward_recording(model, [*model.transitions_up, *below], random_images(1))
     n = len(below)
     for (up_in, _), (block_in, block_out), count in zip(calls[:n], calls[n:], layers[::-1]):
         assert up_in.shape[1] == block_in.shape[1] + count * k > count * k
@@ -122,7 +119,7 @@ def test_upsample_all_reads_the_whole_stack_of_the_block_below():
 
 def test_upsampling_all_the_maps_costs_more_weights_and_memory():
     new, every = _build(), _build("upsample_all")
-    x = _images(1)
+    x = random_images(1)
     assert every.num_parameters() > 5 * new.num_parameters()
     assert transition_up_memory(every, x)["bytes"] > 5 * transition_up_memory(new, x)["bytes"]
     data = Shapes(2, size=64, num_classes=3, seed=0)
@@ -134,7 +131,7 @@ def test_upsampling_all_the_maps_costs_more_weights_and_memory():
 def test_transition_up_memory_counts_the_inputs_and_outputs():
     model = _build()
     k = model.config.growth_rate * 3                      # 3 layers per block, new maps only
-    levels = transition_up_memory(model, _images(1))["per_level"]
+    levels = transition_up_memory(model, random_images(1))["per_level"]
     assert [(a, b) for a, b, _ in levels] == [((1, k, 8, 8), (1, k, 16, 16)),
                                               ((1, k, 16, 16), (1, k, 32, 32)),
                                               ((1, k, 32, 32), (1, k, 64, 64))]

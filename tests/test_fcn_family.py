@@ -11,10 +11,7 @@ from edu_seg.models.dilatednet import ContextModule, context_receptive_field
 from edu_seg.models.segnet import decoder_memory
 from edu_seg.ops.resample import interpolate
 from edu_seg.viz.receptive_field import layer_arithmetic
-
-
-def _images(n, size=64, seed=0):
-    return np.random.default_rng(seed).standard_normal((n, 3, size, size)).astype(np.float32)
+from helpers import random_images
 
 
 def _window_argmax(x):
@@ -32,7 +29,7 @@ def test_segnet_unpooling_puts_each_pooled_value_at_its_argmax_and_zeros_elsewhe
     nn.init.manual_seed(0)
     model = models.create("segnet", num_classes=3).eval()
     with no_grad():
-        before = model.encoder[0](Tensor(_images(2)))                 # (2, 16, 64, 64)
+        before = model.encoder[0](Tensor(random_images(2)))                 # (2, 16, 64, 64)
         pooled, where = model.pool(before)                            # (2, 16, 32, 32) x2
         up = model.unpool(pooled, where).data                         # (2, 16, 64, 64)
     np.testing.assert_array_equal(where.data, _window_argmax(before.data))
@@ -56,7 +53,7 @@ def test_segnet_decoder_unpools_exactly_where_the_encoder_found_its_maxima():
              model.unpool.register_forward_hook(
                  lambda m, args, y: seen.setdefault("first_unpool", y.data))]
     with no_grad():
-        model(Tensor(_images(2)))
+        model(Tensor(random_images(2)))
     for h in hooks:
         h.remove()
     before, up = seen["before_last_pool"], seen["first_unpool"]       # (2, 64, 8, 8) each
@@ -100,7 +97,7 @@ def test_vgg_at_output_stride_8_drops_the_last_two_pool_strides_and_dilates_afte
     assert [c.dilation[0] for c in convs] == [1, 1, 1, 1, 1, 1, 2, 2]
     assert [c.padding[0] for c in convs] == [1, 1, 1, 1, 1, 1, 2, 2]
     with no_grad():
-        feats = backbone.features(Tensor(_images(1)))
+        feats = backbone.features(Tensor(random_images(1)))
     assert {s: f.shape for s, f in feats.items()} == \
         {2: (1, 16, 32, 32), 4: (1, 32, 16, 16), 8: (1, 64, 8, 8)}
     plain = create_backbone("vgg_bn_tiny")
@@ -143,7 +140,7 @@ def test_dilatednet_output_is_the_context_module_output_upsampled_x8():
     seen = {}
     model.context.register_forward_hook(lambda m, args, y: seen.setdefault("ctx", y))
     with no_grad():
-        out = model(Tensor(_images(1))).data
+        out = model(Tensor(random_images(1))).data
     assert seen["ctx"].shape == (1, 3, 8, 8)
     ref = interpolate(seen["ctx"], scale_factor=8, mode="bilinear", align_corners=False).data
     np.testing.assert_allclose(out, ref, rtol=1e-6, atol=1e-6)
@@ -160,7 +157,7 @@ def test_deeplab_largefov_fc6_dilation_and_bilinear_x8_of_the_scores():
     seen = {}
     model.score.register_forward_hook(lambda m, args, y: seen.setdefault("score", y))
     with no_grad():
-        out = model(Tensor(_images(1))).data
+        out = model(Tensor(random_images(1))).data
     assert seen["score"].shape == (1, 3, 8, 8)
     ref = interpolate(seen["score"], scale_factor=8, mode="bilinear", align_corners=False).data
     np.testing.assert_allclose(out, ref, rtol=1e-6, atol=1e-6)

@@ -8,10 +8,7 @@ import pytest
 from edu_seg import models, nn
 from edu_seg.autograd import Tensor, no_grad
 from edu_seg.ops.loss import cross_entropy
-
-
-def _images(n, size=64, seed=0):
-    return np.random.default_rng(seed).standard_normal((n, 3, size, size)).astype(np.float32)
+from helpers import random_images
 
 
 def _build(preset=None, seed=0, **config):
@@ -46,7 +43,7 @@ def _max_pool(a, s):
 # ----------------------------------------------------------------- the two streams, shapes
 def test_residual_stream_has_full_resolution_and_its_width_at_every_frru():
     model = _build()
-    seen = _record_frrus(model, _images(2))
+    seen = _record_frrus(model, random_images(2))
     assert len(seen) == sum(model.config.down_units) + sum(model.config.up_units) == 8
     r = model.config.residual_channels
     for frru, (y, z), (y_out, z_out) in seen:
@@ -58,7 +55,7 @@ def test_residual_stream_has_full_resolution_and_its_width_at_every_frru():
 
 def test_pooling_stream_works_at_stride_s_going_down_then_up():
     model = _build()
-    seen = _record_frrus(model, _images(2))
+    seen = _record_frrus(model, random_images(2))
     strides = [frru.stride for frru, _, _ in seen]
     assert strides == [2, 4, 4, 8, 16, 8, 4, 2]
     widths = [w for w, n in zip(model.config.down_widths + model.config.up_widths,
@@ -77,7 +74,7 @@ def test_each_frru_reads_the_pooled_residual_stream_and_adds_back_an_upsampled_1
     reads = []
     handles = [f.conv1.register_forward_hook(lambda m, args, out: reads.append(args[0].data))
                for f in _frrus(model)]
-    seen = _record_frrus(model, _images(2))
+    seen = _record_frrus(model, random_images(2))
     for h in handles:
         h.remove()
     for (frru, (y, z), (y_out, z_out)), read in zip(seen, reads):
@@ -96,7 +93,7 @@ def test_the_merge_concatenates_the_pooling_stream_with_the_residual_stream():
     model = _build()
     got = []
     handle = model.units_out[0].register_forward_hook(lambda m, args, out: got.append(args[0]))
-    seen = _record_frrus(model, _images(1))
+    seen = _record_frrus(model, random_images(1))
     handle.remove()
     merged = got[0].data
     last_z = seen[-1][2][1].data
@@ -117,7 +114,7 @@ def test_no_residual_stream_is_a_plain_encoder_decoder_with_the_same_pooling_con
         assert g.conv1.conv.weight.shape[1] == f.conv1.conv.weight.shape[1] - r
         assert g.conv2.conv.weight.shape == f.conv2.conv.weight.shape
     assert ablated.units_out[0].conv1.conv.weight.shape[1] == full.config.up_widths[-1]
-    seen = _record_frrus(ablated, _images(1))
+    seen = _record_frrus(ablated, random_images(1))
     assert all(z is None and z_out is None for _, (_, z), (_, z_out) in seen)
 
 
@@ -187,4 +184,4 @@ def test_three_levels_give_output_stride_8_and_full_size_scores():
                    up_units=(1, 1)).eval()
     assert model.output_stride == 8
     with no_grad():
-        assert model(Tensor(_images(1, size=24))).shape == (1, 3, 24, 24)
+        assert model(Tensor(random_images(1, size=24))).shape == (1, 3, 24, 24)

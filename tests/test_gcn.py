@@ -6,10 +6,7 @@ import pytest
 from edu_seg import models, nn
 from edu_seg.autograd import Tensor, no_grad
 from edu_seg.models.gcn import STAGES, BoundaryRefinement, GlobalConvolution
-
-
-def _images(n, size=64, seed=0):
-    return np.random.default_rng(seed).standard_normal((n, 3, size, size)).astype(np.float32)
+from helpers import random_images
 
 
 def _build(preset=None, seed=0, **config):
@@ -25,7 +22,7 @@ def _gcn(k, cin=3, cout=2, seed=0):
 def _map_sides(model, size=64):
     """{stage name: side of the backbone map it reads} for a size x size input."""
     with no_grad():
-        features = model.backbone.features(Tensor(_images(1, size)))
+        features = model.backbone.features(Tensor(random_images(1, size)))
     return {name: features[s].shape[-1] for name, s in STAGES.items()}
 
 
@@ -141,7 +138,7 @@ def test_each_gcn_reads_its_stage_and_coarser_scores_are_added_top_down():
                   model.up[name].register_forward_hook(record(("up", name)))]
     for name in ("res4", "res3", "res2"):
         hooks.append(model.fuse_br[name].register_forward_hook(record(("fuse", name))))
-    x = Tensor(_images(2))
+    x = Tensor(random_images(2))
     with no_grad():
         features = model.backbone.features(x)
         model(x)

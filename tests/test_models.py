@@ -15,15 +15,12 @@ from edu_seg.data import Shapes
 from edu_seg.models.base import SegmentationModel, crop_target
 from edu_seg.models.config import validate_config
 from edu_seg.optim import Adam
+from helpers import random_images
 
 # every semantic model that has a small version (the full-size-only ones, which load
 # torchvision's weights, are tested in test_torchvision_segmentation.py)
 SEMANTIC = [n for n in models.available() if models.get_model_class(n).task == "semantic"
             and models.get_model_class(n).small_version]
-
-
-def _images(n, size=64, seed=0):
-    return np.random.default_rng(seed).standard_normal((n, 3, size, size)).astype(np.float32)
 
 
 def _build(name, seed=0):
@@ -39,7 +36,7 @@ def _main(outputs):
 @pytest.mark.parametrize("name", SEMANTIC)
 def test_output_shape_in_both_modes(name):
     model = _build(name)
-    x = Tensor(_images(2))
+    x = Tensor(random_images(2))
     train_out = model(x)
     assert _main(train_out).shape == (2, 3, 64, 64)
     if isinstance(train_out, dict):                   # extra heads: named, same resolution
@@ -84,7 +81,7 @@ def test_loss_falls_over_a_few_steps_on_shapes(name):
 @pytest.mark.parametrize("name", SEMANTIC)
 def test_state_dict_round_trip(name):
     model = _build(name, seed=0)
-    x = Tensor(_images(2))
+    x = Tensor(random_images(2))
     model(x)                                          # move the batch-norm statistics
     copy = _build(name, seed=1)
     copy.load_state_dict(model.state_dict())
@@ -96,7 +93,7 @@ def test_state_dict_round_trip(name):
 @pytest.mark.parametrize("name", SEMANTIC)
 def test_eval_output_does_not_depend_on_batch_composition(name):
     model = _build(name).eval()
-    x = _images(4)
+    x = random_images(4)
     with no_grad():
         alone = model(Tensor(x[:1])).data
         together = model(Tensor(x)).data[:1]
@@ -196,7 +193,7 @@ def test_default_loss_weights_and_resizes_the_extra_heads():
     from edu_seg.ops.loss import cross_entropy
     from edu_seg.ops.resample import interpolate
     model = _TwoHeads(_TwoHeads.Config(num_classes=3))
-    batch = {"image": _images(2, size=8), "mask": np.random.default_rng(1).integers(0, 3, (2, 8, 8))}
+    batch = {"image": random_images(2, size=8), "mask": np.random.default_rng(1).integers(0, 3, (2, 8, 8))}
     outputs = model.forward_train(batch)
     total, terms = model.loss(outputs, batch)
     ce = cross_entropy(outputs["out"], batch["mask"]).item()

@@ -12,10 +12,7 @@ from edu_seg.models.pspnet import PSPNetConfig
 from edu_seg.ops.loss import cross_entropy
 from edu_seg.ops.resample import interpolate
 from edu_seg.reference.pool import adaptive_pool_bins
-
-
-def _images(n, size=64, seed=0):
-    return np.random.default_rng(seed).standard_normal((n, 3, size, size)).astype(np.float32)
+from helpers import random_images
 
 
 def _build(preset=None, seed=0, **config):
@@ -62,7 +59,7 @@ def test_backbone_runs_at_output_stride_8_with_layer3_and_layer4_dilated():
         convs = [m for m in getattr(backbone, stage).modules() if isinstance(m, nn.Conv2d)]
         assert all(c.stride == (1, 1) for c in convs)
     _, seen = _run(model.eval(), {"layer4": backbone.layer4, "pyramid": model.pyramid},
-                   _images(1))
+                   random_images(1))
     assert seen["layer4"][1].shape == (1, 128, 8, 8)       # 64 / 8
     np.testing.assert_array_equal(seen["pyramid"][0], seen["layer4"][1])
 
@@ -87,7 +84,7 @@ def test_pyramid_pools_to_bins_1_2_3_6_reduces_to_a_quarter_and_concats_with_the
     assert isinstance(pyramid, PyramidPooling)
     branches = {f"pool{b}": branch[0] for b, branch in zip((1, 2, 3, 6), pyramid.branches)}
     convs = {f"conv{b}": branch[1] for b, branch in zip((1, 2, 3, 6), pyramid.branches)}
-    _, seen = _run(model, {**branches, **convs, "pyramid": pyramid}, _images(2))
+    _, seen = _run(model, {**branches, **convs, "pyramid": pyramid}, random_images(2))
     x, y = seen["pyramid"]                                           # (2, 128, 8, 8) in
     assert x.shape == (2, 128, 8, 8)
     for b in (1, 2, 3, 6):
@@ -116,7 +113,7 @@ def test_max_pool_preset_pools_with_max_and_computes_another_function_of_the_sam
     assert all(isinstance(b[0], nn.AdaptiveAvgPool2d) for b in avg.pyramid.branches)
     mx.load_state_dict(avg.state_dict())
     mx.eval(), avg.eval()
-    x = _images(2)
+    x = random_images(2)
     out, seen = _run(mx, {f"pool{b}": branch[0] for b, branch
                           in zip((1, 2, 3, 6), mx.pyramid.branches)}, x)
     for b in (1, 2, 3, 6):
@@ -132,7 +129,7 @@ def test_no_pyramid_preset_feeds_the_backbone_map_straight_to_the_head():
     assert not any(isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d))
                    for m in model.modules())
     assert model.head[0].conv.weight.shape == (64, 128, 3, 3)
-    _, seen = _run(model, {"layer4": model.backbone.layer4, "head": model.head}, _images(1))
+    _, seen = _run(model, {"layer4": model.backbone.layer4, "head": model.head}, random_images(1))
     np.testing.assert_array_equal(seen["head"][0], seen["layer4"][1])
     assert _build().num_parameters() - model.num_parameters() == \
         4 * (128 * 32 + 2 * 32) + 64 * 128 * 9      # the four 1x1 convs + BNs; head input 2x
@@ -141,7 +138,7 @@ def test_no_pyramid_preset_feeds_the_backbone_map_straight_to_the_head():
 # ----------------------------------------------------------------- head, output, aux loss
 def test_scores_are_the_head_output_upsampled_bilinearly_x8():
     model = _build().eval()
-    out, seen = _run(model, {"head": model.head}, _images(1))
+    out, seen = _run(model, {"head": model.head}, random_images(1))
     assert seen["head"][1].shape == (1, 3, 8, 8)
     ref = interpolate(seen["head"][1], scale_factor=8, mode="bilinear", align_corners=False)
     np.testing.assert_allclose(out.data, ref.data, rtol=1e-6, atol=1e-6)
@@ -149,7 +146,7 @@ def test_scores_are_the_head_output_upsampled_bilinearly_x8():
 
 def test_aux_head_reads_layer3_only_in_training_and_weighs_0_4_in_the_loss():
     model = _build()
-    x = _images(2)
+    x = random_images(2)
     outputs, seen = _run(model, {"layer3": model.backbone.layer3,
                                  "aux_head": model.aux_head}, x)
     assert set(outputs) == {"out", "aux"}

@@ -9,10 +9,7 @@ from edu_seg.autograd import Tensor, no_grad
 from edu_seg.models.refinenet import (ChainedResidualPooling, MultiResolutionFusion, PoolBlock,
                                       ResidualConvUnit)
 from edu_seg.ops.resample import interpolate
-
-
-def _images(n, size=64, seed=0):
-    return np.random.default_rng(seed).standard_normal((n, 3, size, size)).astype(np.float32)
+from helpers import random_images
 
 
 def _build(preset=None, **config):
@@ -32,7 +29,7 @@ def _record(modules):
 def _run(model, modules, x=None):
     seen, handles = _record(modules)
     with no_grad():
-        model(Tensor(_images(2) if x is None else x))
+        model(Tensor(random_images(2) if x is None else x))
     for h in handles:
         h.remove()
     return seen
