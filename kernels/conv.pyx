@@ -22,18 +22,32 @@ Every op is one ``prange`` over *work items* that write disjoint parts of the ou
 ===============  ====================================  =============================================
 op               one work item                         it computes
 ===============  ====================================  =============================================
-forward          sample n, a block of output rows      y[n, :, rows] = W @ cols(n, rows)
-backward_input   sample n, a block of input channels   dx[n, chans] = col2im(W[:, chans]ᵀ @ dy[n])
-backward_weight  a chunk of (sample, rows) tiles, a    partial[chunk][chans] = Σ cols(chans) @ dyᵀ,
-                 block of input channels               then dw = (Σ_chunk partial)ᵀ, chunks in order
+forward          a tile                                y[tile] = W @ cols(tile)
+backward_input   a tile, a block of input channels     dx[tile, chans] = col2im(W[:, chans]ᵀ @ dy[tile])
+backward_weight  a chunk of tiles, a block of input    partial[chunk][chans] = Σ cols(chans) @ dyᵀ,
+                 channels                              then dw = (Σ_chunk partial)ᵀ, chunks in order
 backward_bias    an output channel                     db[o] = Σ dy[:, o]
 ===============  ====================================  =============================================
 
+A *tile* is a set of output pixels whose columns one GEMM handles together. On a large map it
+is a block of output rows of one sample (a 64x64 map of a 3x3 conv with 64 input channels gives
+tiles of 14 rows: 14·64 = 896 columns). On a small map it is several whole samples side by side
+(a 4x4 map: 16 samples of 16 pixels, 256 columns): one GEMM per sample would have only 16
+columns, and a GEMM that thin spends its time re-reading the weights (a 512-channel 3x3 layer
+holds 9 MB of them) instead of multiplying. :func:`_samples_per_tile` decides, from the shapes
+alone. The columns of the samples of a tile sit next to each other in ``cols``, and their
+``dy`` or ``y`` go through a small (C_out, columns) buffer, because in NCHW the planes of two
+samples are not next to each other.
+
 Each thread fills its own small workspace (at most ``TILE_BYTES``, so it stays in cache and
-below glibc's 32 MB mmap threshold: fresh large allocations page-fault on every call) and calls a *single-threaded* GEMM: a
-threaded BLAS inside a ``prange`` would put threads on top of threads. We switch scipy's
-OpenBLAS to one thread for the duration of the loop (see :func:`_find_blas_thread_control`);
-if that is impossible the loop runs on one OpenMP thread and BLAS keeps its own threads.
+below glibc's 32 MB mmap threshold: fresh large allocations page-fault on every call) and calls a
+*single-threaded* GEMM. For float32 that is our own packed GEMM, ``kernels/sgemm.h`` (read it:
+the register tile, packing and cache blocking of every fast GEMM, in about a hundred lines of
+C); on the course machines it runs twice as fast as the OpenBLAS that ships with SciPy for
+these shapes. float64 goes to that OpenBLAS: a threaded BLAS inside a ``prange`` would put
+threads on top of threads, so we switch it to one thread for the duration of the loop (see
+:func:`_find_blas_thread_control`); if that is impossible the loop runs on one OpenMP thread
+and BLAS keeps its own threads.
 
 Determinism: the items, the tile sizes and the order of every sum depend only on the shapes,
 never on the thread count, so 1 and 2 threads give bit-identical results.
@@ -52,6 +66,10 @@ ctypedef fused floating:
     float
     double
 
+cdef extern from "sgemm.h":
+    int edu_sgemm(int transA, int transB, int M, int N, int K, const float *A, int lda,
+                  const float *B, int ldb, float beta, float *C, int ldc) noexcept nogil
+
 cdef extern from "conv_threads.h":
     int omp_get_max_threads() noexcept nogil
     int omp_get_thread_num() noexcept nogil
@@ -61,6 +79,11 @@ cdef extern from "conv_threads.h":
 cdef Py_ssize_t TILE_BYTES = 1 << 20
 # Small batches are cut into at least this many items so that every thread gets work.
 cdef int MIN_ITEMS = 8
+# A GEMM with fewer columns than this re-reads its weights more than it multiplies: maps with
+# fewer output pixels put several samples in one tile (up to this many columns, and at most
+# SMALL_MAP_BYTES of cols, which a 512-channel 3x3 layer on 2x2 maps needs for 64 columns).
+cdef int TILE_COLUMNS = 256
+cdef Py_ssize_t SMALL_MAP_BYTES = 4 << 20
 # backward_weight sums the batch in at most this many parallel chunks, using at most this memory.
 cdef int MAX_CHUNKS = 8
 cdef Py_ssize_t PARTIAL_BYTES = 16 << 20
@@ -138,16 +161,20 @@ cdef void _end_gemm_loop(int saved) noexcept nogil:
 cdef inline void _gemm(bint trans_a, bint trans_b, int M, int N, int K,
                        const floating *A, int lda, const floating *B, int ldb,
                        floating beta, floating *C, int ldc) noexcept nogil:
-    """Row-major C (M x N) = op(A) @ op(B) + beta*C through the Fortran (column-major) BLAS.
+    """Row-major C (M x N) = op(A) @ op(B) + beta*C.
 
-    A row-major matrix read column-major is its transpose, so we ask BLAS for
-    Cᵀ = op(B)ᵀ op(A)ᵀ: swap the operands, keep each one's transpose flag.
+    float32 goes to our own packed GEMM (``kernels/sgemm.h``: twice the speed of the bundled
+    OpenBLAS on these shapes, measured). float64, and float32 if that GEMM cannot allocate its
+    packing buffers, goes to the Fortran (column-major) BLAS: a row-major matrix read
+    column-major is its transpose, so we ask BLAS for Cᵀ = op(B)ᵀ op(A)ᵀ: swap the operands,
+    keep each one's transpose flag.
     """
     cdef char ta = b'T' if trans_a else b'N'
     cdef char tb = b'T' if trans_b else b'N'
     cdef floating one = 1
     if floating is float:
-        sgemm(&tb, &ta, &N, &M, &K, &one, <float *>B, &ldb, <float *>A, &lda, &beta, C, &ldc)
+        if edu_sgemm(trans_a, trans_b, M, N, K, A, lda, B, ldb, beta, C, ldc) != 0:
+            sgemm(&tb, &ta, &N, &M, &K, &one, <float *>B, &ldb, <float *>A, &lda, &beta, C, &ldc)
     else:
         dgemm(&tb, &ta, &N, &M, &K, &one, <double *>B, &ldb, <double *>A, &lda, &beta, C, &ldc)
 
@@ -265,6 +292,74 @@ cdef void _col2im_block(const floating *cols, Py_ssize_t ld, int H, int W, int K
                             dst[ow * sw] += src[ow]
                     src += OW
 
+
+
+# ------------------------------------------------------------------------------------ tiles
+cdef struct Tile:
+    int n0, ns       # samples n0 .. n0 + ns - 1
+    int oh0, nrows   # their output rows oh0 .. oh0 + nrows - 1 (all rows when ns > 1)
+
+
+cdef int _samples_per_tile(int N, int OH, int OW, Py_ssize_t column_bytes,
+                           int min_tiles) noexcept nogil:
+    """Samples per tile: 1 on maps of TILE_COLUMNS pixels or more, else as many as make
+    TILE_COLUMNS columns, within SMALL_MAP_BYTES of cols, and few enough to leave ``min_tiles``
+    tiles (the work items of the forward and input-gradient loops; the weight gradient finds its
+    items in channel blocks and takes 1). Depends on the shapes only, never on the thread count:
+    the tiles decide the order of the sums, and results must not depend on threads."""
+    cdef Py_ssize_t plane = <Py_ssize_t>OH * OW
+    cdef Py_ssize_t s
+    if plane >= TILE_COLUMNS or N == 1:
+        return 1
+    s = min(<Py_ssize_t>_cdiv(TILE_COLUMNS, <int>plane), <Py_ssize_t>_cdiv(N, min_tiles),
+            SMALL_MAP_BYTES // (column_bytes * plane))
+    return <int>max(s, 1)
+
+
+cdef inline Tile _tile(int t, int N, int OH, int samples, int rows) noexcept nogil:
+    """Tile number t: ``samples`` whole samples if samples > 1, else ``rows`` rows of one."""
+    cdef Tile tile
+    cdef int tiles_per_sample
+    if samples > 1:
+        tile.n0 = t * samples
+        tile.ns = min(samples, N - tile.n0)
+        tile.oh0 = 0
+        tile.nrows = OH
+    else:
+        tiles_per_sample = _cdiv(OH, rows)
+        tile.n0 = t // tiles_per_sample
+        tile.ns = 1
+        tile.oh0 = (t % tiles_per_sample) * rows
+        tile.nrows = min(rows, OH - tile.oh0)
+    return tile
+
+
+cdef inline int _tile_count(int N, int OH, int samples, int rows) noexcept nogil:
+    return _cdiv(N, samples) if samples > 1 else N * _cdiv(OH, rows)
+
+
+cdef void _im2col_tile(const floating *x, Py_ssize_t sample_size, Tile tile, int H, int W,
+                       int KH, int KW, int sh, int sw, int ph, int pw, int dh, int dw,
+                       int OW, int c0, int c1, floating *cols) noexcept nogil:
+    """Rows (c, kh, kw), c in [c0, c1), of the tile's cols: the samples' columns side by side."""
+    cdef int s
+    cdef int L1 = tile.nrows * OW             # columns of one sample
+    for s in range(tile.ns):
+        _im2col_block(x + (tile.n0 + s) * sample_size, H, W, KH, KW, sh, sw, ph, pw, dh, dw,
+                      OW, tile.oh0, tile.oh0 + tile.nrows, c0, c1, cols + s * L1, tile.ns * L1)
+
+
+cdef void _gather_tile(const floating *a, Py_ssize_t sample_size, Py_ssize_t plane, Tile tile,
+                       int OW, int o0, int o1, floating *out) noexcept nogil:
+    """out (o1 - o0, ns * L1) = the planes a[n, o0:o1] of the tile's samples, side by side."""
+    cdef int s, o
+    cdef Py_ssize_t j, L1 = <Py_ssize_t>tile.nrows * OW, L = tile.ns * L1
+    cdef const floating *src
+    for o in range(o0, o1):
+        for s in range(tile.ns):
+            src = a + (tile.n0 + s) * sample_size + o * plane + <Py_ssize_t>tile.oh0 * OW
+            for j in range(L1):
+                out[(o - o0) * L + s * L1 + j] = src[j]
 
 cdef inline bint _is_pointwise(int KH, int KW, int sh, int sw, int ph, int pw,
                                int H, int W, int OH, int OW) noexcept nogil:
@@ -559,41 +654,62 @@ def _forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
     cdef int Cog = C_out // groups           # output channels per group
     cdef int KG = w.shape[1] * KH * KW       # rows of cols per group = columns of w[g]
     cdef Py_ssize_t plane = <Py_ssize_t>OH * OW
-    cdef bint pointwise = _is_pointwise(KH, KW, sh, sw, ph, pw, H, W, OH, OW)
-    # item = (sample, block of `rows` output rows); small batches get several blocks per sample
-    cdef int rows = _rows_per_tile(OH, OW, C * KH * KW * sizeof(floating), _cdiv(MIN_ITEMS, N))
-    cdef int tiles = _cdiv(OH, rows)
-    cdef floating[:, ::1] ws = np.empty(
-        (omp_get_max_threads(), 1 if pointwise else C * KH * KW * rows * OW), dtype=dtype)
-    cdef floating beta = 1 if b.shape[0] > 0 else 0
-    cdef int item, n, g, o, oh0, L, ld, saved, threads
+    cdef Py_ssize_t x_size = <Py_ssize_t>C * H * W
+    cdef int samples = _samples_per_tile(N, OH, OW, C * KH * KW * sizeof(floating), 2)
+    cdef bint pointwise = samples == 1 and _is_pointwise(KH, KW, sh, sw, ph, pw, H, W, OH, OW)
+    # one sample: blocks of `rows` output rows, several per sample for small batches
+    cdef int rows = OH if samples > 1 else _rows_per_tile(
+        OH, OW, C * KH * KW * sizeof(floating), _cdiv(MIN_ITEMS, N))
+    cdef int tiles = _tile_count(N, OH, samples, rows)
+    cdef Py_ssize_t cols_len = 0 if pointwise else <Py_ssize_t>C * KH * KW * samples * rows * OW
+    # several samples: the GEMM writes (C_out, columns) here, then each plane goes to y[n, o]
+    cdef Py_ssize_t out_len = <Py_ssize_t>C_out * samples * plane if samples > 1 else 0
+    cdef floating[:, ::1] ws = np.empty((omp_get_max_threads(), max(cols_len + out_len, 1)),
+                                        dtype=dtype)
+    cdef floating beta = 1 if b.shape[0] > 0 and samples == 1 else 0
+    cdef int t, s, g, o, L, ld, saved, threads
     cdef Py_ssize_t j
+    cdef Tile tile
+    cdef floating fill
     cdef const floating *cols
     cdef floating *buf
+    cdef floating *out
     cdef floating *yt
     threads = _begin_gemm_loop(<double>N * C_out * KG * plane, &saved)
     with nogil:
-        for item in prange(N * tiles, schedule="dynamic", num_threads=threads):
-            n = item // tiles
-            oh0 = (item % tiles) * rows
-            L = min(rows, OH - oh0) * OW
+        for t in prange(tiles, schedule="dynamic", num_threads=threads):
+            tile = _tile(t, N, OH, samples, rows)
+            L = tile.ns * tile.nrows * OW
+            buf = &ws[omp_get_thread_num(), 0]
             if pointwise:  # cols(x[n]) is x[n] itself, a (C, H*W) matrix
-                cols = &x[n, 0, oh0, 0]
+                cols = &x[tile.n0, 0, tile.oh0, 0]
                 ld = H * W
             else:
-                buf = &ws[omp_get_thread_num(), 0]
-                _im2col_block(&x[n, 0, 0, 0], H, W, KH, KW, sh, sw, ph, pw, dh, dw,
-                              OW, oh0, oh0 + L // OW, 0, C, buf, L)
+                _im2col_tile(&x[0, 0, 0, 0], x_size, tile, H, W, KH, KW, sh, sw, ph, pw, dh, dw,
+                             OW, 0, C, buf)
                 cols = buf
                 ld = L
-            if beta != 0:  # start from the bias; the GEMM (beta = 1) adds w @ cols onto it
-                for o in range(C_out):
-                    yt = &y[n, o, oh0, 0]
-                    for j in range(L):
-                        yt[j] = b[o]
-            for g in range(groups):
-                _gemm(False, False, Cog, L, KG, &w[g * Cog, 0, 0, 0], KG,
-                      cols + <Py_ssize_t>g * KG * ld, ld, beta, &y[n, g * Cog, oh0, 0], plane)
+            if samples == 1:  # the GEMM writes y[n, :, rows] in place
+                if beta != 0:  # start from the bias; the GEMM (beta = 1) adds w @ cols onto it
+                    for o in range(C_out):
+                        yt = &y[tile.n0, o, tile.oh0, 0]
+                        for j in range(L):
+                            yt[j] = b[o]
+                for g in range(groups):
+                    _gemm(False, False, Cog, L, KG, &w[g * Cog, 0, 0, 0], KG,
+                          cols + <Py_ssize_t>g * KG * ld, ld, beta,
+                          &y[tile.n0, g * Cog, tile.oh0, 0], plane)
+            else:
+                out = buf + cols_len
+                for g in range(groups):
+                    _gemm(False, False, Cog, L, KG, &w[g * Cog, 0, 0, 0], KG,
+                          cols + <Py_ssize_t>g * KG * ld, ld, 0, out + <Py_ssize_t>g * Cog * L, L)
+                for s in range(tile.ns):
+                    for o in range(C_out):
+                        fill = b[o] if b.shape[0] > 0 else 0
+                        yt = &y[tile.n0 + s, o, 0, 0]
+                        for j in range(plane):
+                            yt[j] = fill + out[o * L + s * plane + j]
     _end_gemm_loop(saved)
 
 
@@ -606,45 +722,67 @@ def _backward_input(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1
     cdef int Cg = w.shape[1], KH = w.shape[2], KW = w.shape[3]
     cdef int KK = KH * KW, KG = Cg * KK, Cog = C_out // groups
     cdef Py_ssize_t plane = <Py_ssize_t>OH * OW, in_plane = <Py_ssize_t>H * W
-    cdef bint pointwise = _is_pointwise(KH, KW, sh, sw, ph, pw, H, W, OH, OW)
-    # item = (sample, group, block of cb input channels): it owns the planes dx[n, c0:c1]
-    cdef int blocks = min(Cg, _cdiv(MIN_ITEMS, N * groups))
+    cdef Py_ssize_t dy_size = <Py_ssize_t>C_out * plane
+    cdef int samples = _samples_per_tile(N, OH, OW, C * KK * sizeof(floating), 2)
+    cdef bint pointwise = samples == 1 and _is_pointwise(KH, KW, sh, sw, ph, pw, H, W, OH, OW)
+    # item = (sample group, group, block of cb input channels): it owns the planes dx[ns, c0:c1]
+    # and adds the tiles of its samples into them in order (one tile when samples > 1)
+    cdef int sample_groups = _cdiv(N, samples)
+    cdef int blocks = min(Cg, _cdiv(MIN_ITEMS, sample_groups * groups))
     cdef int cb = _cdiv(Cg, blocks)
     blocks = _cdiv(Cg, cb)
-    cdef int rows = _rows_per_tile(OH, OW, cb * KK * sizeof(floating), 1)
-    cdef int tiles = _cdiv(OH, rows)
-    cdef floating[:, ::1] ws = np.empty(
-        (omp_get_max_threads(), 1 if pointwise else cb * KK * rows * OW), dtype=dtype)
-    cdef int item, n, g, c, c0, c1, t, oh0, L, saved, threads
+    cdef int rows = OH if samples > 1 else _rows_per_tile(OH, OW, cb * KK * sizeof(floating), 1)
+    cdef int row_tiles = _cdiv(OH, rows) if samples == 1 else 1
+    cdef Py_ssize_t cols_len = 0 if pointwise else <Py_ssize_t>cb * KK * samples * rows * OW
+    # several samples: their dy planes, side by side as one (Cog, columns) matrix
+    cdef Py_ssize_t dy_len = <Py_ssize_t>Cog * samples * plane if samples > 1 else 0
+    cdef floating[:, ::1] ws = np.empty((omp_get_max_threads(), max(cols_len + dy_len, 1)),
+                                        dtype=dtype)
+    cdef int item, sg, g, c, c0, c1, t, s, n, L, L1, lddy, saved, threads
     cdef Py_ssize_t j
+    cdef Tile tile
     cdef floating fill
+    cdef const floating *dyt
     cdef floating *dxp
     cdef floating *buf
     threads = _begin_gemm_loop(<double>N * C * KK * Cog * plane, &saved)
     with nogil:
-        for item in prange(N * groups * blocks, schedule="dynamic", num_threads=threads):
-            n = item // (groups * blocks)
+        for item in prange(sample_groups * groups * blocks, schedule="dynamic",
+                           num_threads=threads):
+            sg = item // (groups * blocks)
             g = (item // blocks) % groups
             c0 = g * Cg + (item % blocks) * cb
             c1 = min(c0 + cb, (g + 1) * Cg)
-            for c in range(c0, c1):  # each owned plane starts from the bias (or 0); col2im adds
-                fill = b[c] if b.shape[0] > 0 else 0
-                dxp = &dx[n, c, 0, 0]
-                for j in range(in_plane):
-                    dxp[j] = fill
+            for n in range(sg * samples, min(sg * samples + samples, N)):
+                for c in range(c0, c1):  # each owned plane starts from the bias (or 0)
+                    fill = b[c] if b.shape[0] > 0 else 0
+                    dxp = &dx[n, c, 0, 0]
+                    for j in range(in_plane):
+                        dxp[j] = fill
             buf = &ws[omp_get_thread_num(), 0]
-            for t in range(tiles):  # blocks of output rows, in order: col2im adds into dx
-                oh0 = t * rows
-                L = min(rows, OH - oh0) * OW
-                # w[g][:, block]ᵀ (block rows of cols, Cog) @ dy[n, g] (Cog, L)
+            for t in range(sg * row_tiles, (sg + 1) * row_tiles):  # in order: col2im adds
+                tile = _tile(t, N, OH, samples, rows)
+                L1 = tile.nrows * OW
+                L = tile.ns * L1
+                if tile.ns == 1:
+                    dyt = &dy[tile.n0, g * Cog, tile.oh0, 0]
+                    lddy = <int>plane
+                else:
+                    _gather_tile(&dy[0, 0, 0, 0], dy_size, plane, tile, OW, g * Cog,
+                                 (g + 1) * Cog, buf + cols_len)
+                    dyt = buf + cols_len
+                    lddy = L
+                # w[g][:, block]ᵀ (block rows of cols, Cog) @ dy[tile, g] (Cog, L)
                 if pointwise:  # col2im is the identity: write straight into dx
                     _gemm(True, False, c1 - c0, L, Cog, &w[g * Cog, c0 - g * Cg, 0, 0], KG,
-                          &dy[n, g * Cog, oh0, 0], plane, 1, &dx[n, c0, oh0, 0], in_plane)
+                          dyt, lddy, 1, &dx[tile.n0, c0, tile.oh0, 0], in_plane)
                 else:
                     _gemm(True, False, (c1 - c0) * KK, L, Cog, &w[g * Cog, c0 - g * Cg, 0, 0],
-                          KG, &dy[n, g * Cog, oh0, 0], plane, 0, buf, L)
-                    _col2im_block(buf, L, H, W, KH, KW, sh, sw, ph, pw, dh, dw,
-                                  OW, oh0, oh0 + L // OW, c0, c1, &dx[n, 0, 0, 0])
+                          KG, dyt, lddy, 0, buf, L)
+                    for s in range(tile.ns):
+                        _col2im_block(buf + s * L1, L, H, W, KH, KW, sh, sw, ph, pw, dh, dw,
+                                      OW, tile.oh0, tile.oh0 + tile.nrows, c0, c1,
+                                      &dx[tile.n0 + s, 0, 0, 0])
     _end_gemm_loop(saved)
 
 
@@ -653,34 +791,38 @@ def _backward_weight(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::
                      int sh, int sw, int ph, int pw, int dh, int dw, int groups):
     dtype = np.float32 if floating is float else np.float64
     cdef int N = dy.shape[0], C_out = dy.shape[1], OH = dy.shape[2], OW = dy.shape[3]
-    cdef int H = x.shape[2], W = x.shape[3]
+    cdef int C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef int Cg = dw_out.shape[1], KH = dw_out.shape[2], KW = dw_out.shape[3]
     cdef int KK = KH * KW, KG = Cg * KK, Cog = C_out // groups
     cdef Py_ssize_t plane = <Py_ssize_t>OH * OW, in_plane = <Py_ssize_t>H * W
+    cdef Py_ssize_t x_size = <Py_ssize_t>C * in_plane, dy_size = <Py_ssize_t>C_out * plane
     cdef Py_ssize_t size = <Py_ssize_t>C_out * KG
-    cdef bint pointwise = _is_pointwise(KH, KW, sh, sw, ph, pw, H, W, OH, OW)
-    # The batch is a list of `total` tiles (sample, block of rows). It is cut into `chunks`
-    # contiguous runs; each run sums into its own partial dw, and the partials are added in
-    # chunk order at the end, so the rounding never depends on which thread did what.
-    cdef int rows = _rows_per_tile(OH, OW, KG * sizeof(floating), 1)
-    cdef int tiles = _cdiv(OH, rows)
-    cdef Py_ssize_t total = <Py_ssize_t>N * tiles
+    cdef int samples = _samples_per_tile(N, OH, OW, C * KK * sizeof(floating), 1)
+    cdef bint pointwise = samples == 1 and _is_pointwise(KH, KW, sh, sw, ph, pw, H, W, OH, OW)
+    # The batch is a list of `total` tiles. It is cut into `chunks` contiguous runs; each run
+    # sums into its own partial dw, and the partials are added in chunk order at the end, so
+    # the rounding never depends on which thread did what.
+    cdef int rows = OH if samples > 1 else _rows_per_tile(OH, OW, KG * sizeof(floating), 1)
+    cdef Py_ssize_t total = _tile_count(N, OH, samples, rows)
     cdef Py_ssize_t chunks = min(total, MAX_CHUNKS,
                                  max(1, PARTIAL_BYTES // (size * <Py_ssize_t>sizeof(floating))))
     # ... and each chunk's dw is split by input-channel blocks (only their cols rows are built)
     cdef int blocks = min(Cg, _cdiv(MIN_ITEMS, chunks * groups))
     cdef int cb = _cdiv(Cg, blocks)
     blocks = _cdiv(Cg, cb)
-    # Partials hold dw transposed, per group (KG, Cog): BLAS runs the product faster with the
-    # long cols rows as its first operand (measured), and the final sum transposes for free.
-    cdef floating[:, :, :, ::1] partial = np.empty((chunks, groups, KG, Cog), dtype=dtype)
-    cdef floating[:, ::1] ws = np.empty(
-        (omp_get_max_threads(), 1 if pointwise else cb * KK * rows * OW), dtype=dtype)
+    # Partials are laid out like dw, per group (Cog, KG): partial = dy (Cog, L) @ colsᵀ (L, KG).
+    cdef floating[:, :, :, ::1] partial = np.empty((chunks, groups, Cog, KG), dtype=dtype)
+    cdef Py_ssize_t cols_len = 0 if pointwise else <Py_ssize_t>cb * KK * samples * rows * OW
+    cdef Py_ssize_t dy_len = <Py_ssize_t>Cog * samples * plane if samples > 1 else 0
+    cdef floating[:, ::1] ws = np.empty((omp_get_max_threads(), max(cols_len + dy_len, 1)),
+                                        dtype=dtype)
     cdef floating *dwp = &dw_out[0, 0, 0, 0]
-    cdef int item, chunk, n, g, o, r, c0, c1, oh0, L, ld, saved, threads
+    cdef int item, chunk, g, c0, c1, L, ld, lddy, saved, threads
     cdef Py_ssize_t t, t0, t1, e, k
+    cdef Tile tile
     cdef floating s
     cdef const floating *cols
+    cdef const floating *dyt
     cdef floating *buf
     threads = _begin_gemm_loop(<double>N * C_out * KG * plane, &saved)
     with nogil:
@@ -693,30 +835,34 @@ def _backward_weight(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::
             t1 = (chunk + 1) * total // chunks
             buf = &ws[omp_get_thread_num(), 0]
             for t in range(t0, t1):
-                n = t // tiles
-                oh0 = (t % tiles) * rows
-                L = min(rows, OH - oh0) * OW
+                tile = _tile(<int>t, N, OH, samples, rows)
+                L = tile.ns * tile.nrows * OW
                 if pointwise:
-                    cols = &x[n, c0, oh0, 0]
+                    cols = &x[tile.n0, c0, tile.oh0, 0]
                     ld = <int>in_plane
                 else:
-                    _im2col_block(&x[n, 0, 0, 0], H, W, KH, KW, sh, sw, ph, pw, dh, dw,
-                                  OW, oh0, oh0 + L // OW, c0, c1, buf, L)
+                    _im2col_tile(&x[0, 0, 0, 0], x_size, tile, H, W, KH, KW, sh, sw, ph, pw,
+                                 dh, dw, OW, c0, c1, buf)
                     cols = buf
                     ld = L
-                # partial[chunk, g][block rows] (+)= cols(block) (rows, L) @ dy[n, g]ᵀ (L, Cog)
-                _gemm(False, True, (c1 - c0) * KK, Cog, L, cols, ld,
-                      &dy[n, g * Cog, oh0, 0], plane, 0 if t == t0 else 1,
-                      &partial[chunk, g, (c0 - g * Cg) * KK, 0], Cog)
+                if tile.ns == 1:
+                    dyt = &dy[tile.n0, g * Cog, tile.oh0, 0]
+                    lddy = <int>plane
+                else:
+                    _gather_tile(&dy[0, 0, 0, 0], dy_size, plane, tile, OW, g * Cog,
+                                 (g + 1) * Cog, buf + cols_len)
+                    dyt = buf + cols_len
+                    lddy = L
+                # partial[chunk, g][:, block] (+)= dy[tile, g] (Cog, L) @ cols(block)ᵀ (L, rows)
+                _gemm(False, True, Cog, (c1 - c0) * KK, L, dyt, lddy, cols, ld,
+                      0 if t == t0 else 1, &partial[chunk, g, 0, (c0 - g * Cg) * KK], KG)
     _end_gemm_loop(saved)
-    with nogil:  # dw[g*Cog + o, r] = Σ_chunk partial[chunk, g, r, o], chunks in order
+    cdef const floating *pp = &partial[0, 0, 0, 0]  # partial[k] seen flat has dw's layout
+    with nogil:  # dw = Σ_chunk partial[chunk], chunks in order
         for e in prange(size, schedule="static", num_threads=_threads_for(<double>size * chunks)):
-            g = e // (Cog * KG)
-            o = (e // KG) % Cog
-            r = e % KG
-            s = partial[0, g, r, o]
+            s = pp[e]
             for k in range(1, chunks):
-                s = s + partial[k, g, r, o]
+                s = s + pp[k * size + e]
             dwp[e] = s
 
 

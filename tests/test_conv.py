@@ -96,6 +96,28 @@ def test_conv2d_cython_equals_reference_equals_naive(g):
                                ref.col2im(cols, x.shape, *geometry), **TIGHT)
 
 
+@settings(max_examples=40)
+@given(geometries())
+def test_float32_kernels_match_the_float64_reference(g):
+    """float32 runs its own packed GEMM (float64 goes to the BLAS): same results to float32
+    rounding on every geometry, the odd ones included."""
+    x, w, b = conv_arrays(g)
+    args = geometry_args(g)
+    OH, OW = (conv_size(i, k, s, p, d) for i, k, s, p, d in
+              zip((g["H"], g["W"]), g["k"], g["stride"], g["padding"], g["dilation"]))
+    assume(OH > 0 and OW > 0)
+    f32 = lambda *arrays: [None if a is None else a.astype(np.float32) for a in arrays]  # noqa: E731
+    y_ref = ref.conv2d_forward(x, w, b, *args)
+    dy = rand(np.random.default_rng(g["seed"] + 1), *y_ref.shape)
+    x32, w32, b32, dy32 = f32(x, w, b, dy)
+    tol = dict(rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(cy.conv2d_forward(x32, w32, b32, *args), y_ref, **tol)
+    np.testing.assert_allclose(cy.conv2d_backward_input(dy32, w32, x.shape, *args),
+                               ref.conv2d_backward_input(dy, w, x.shape, *args), **tol)
+    np.testing.assert_allclose(cy.conv2d_backward_weight(dy32, x32, w.shape, *args),
+                               ref.conv2d_backward_weight(dy, x, w.shape, *args), **tol)
+
+
 @st.composite
 def transposed_geometries(draw):
     g = draw(geometries())
@@ -250,6 +272,13 @@ BIG_CASES = [  # exercise the row tiles, channel blocks and chunked weight sums 
     ((2, 8, 16, 16), (8, 8, 15, 1), 1, (7, 0), 1, 1),    # GCN 15x1
     ((2, 8, 16, 16), (8, 8, 1, 15), 1, (0, 7), 1, 1),    # GCN 1x15
     ((9, 5, 17, 6), (7, 5, 3, 2), (3, 2), (2, 1), (2, 3), 1),
+    # small maps: several samples share one GEMM (tiles of whole samples, ragged last tile)
+    ((17, 16, 4, 4), (24, 8, 3, 3), 1, 1, 1, 2),         # 4x4, grouped
+    ((16, 32, 8, 8), (20, 32, 3, 3), 2, 1, 1, 1),        # stride 2 down to 4x4
+    ((16, 48, 2, 2), (40, 48, 3, 3), 1, 2, 2, 1),        # 2x2, dilated: taps in the padding
+    ((11, 24, 5, 5), (16, 24, 1, 1), 1, 0, 1, 1),        # pointwise on a small map
+    # the float32 GEMM: k in several blocks of 256, M and N off its 8 x 32 register tile
+    ((3, 67, 7, 9), (13, 67, 3, 3), 1, 1, 1, 1),
 ]
 
 
