@@ -8,6 +8,7 @@
     edu-seg models                     list the models that can be trained
     edu-seg zoo --models unet fcn8s --variants default scale --steps 300 --out zoo
                                        every model, one recipe: zoo/RESULTS.md, results.csv
+    edu-seg zoo --plot                 speed (ms per image) against mIoU: zoo/speed_accuracy.png
     edu-seg compare DIR DIR ...        final metrics of runs side by side, compare.png
     edu-seg info                       what edu_seg runs on (backend, threads, BLAS, GPU)
 
@@ -279,6 +280,12 @@ def cmd_zoo(args):
     from .bench.zoo import run_zoo
 
     _setup(args)
+    if args.plot:
+        from .bench.speed import run_speed
+
+        csv_path, png_path = run_speed(args.models, args.out)
+        print(f"wrote {csv_path} and {png_path}")
+        return 0
     try:
         run_zoo(args.models, args.variants, args.steps, args.out, progress=not args.no_progress)
     except KeyboardInterrupt:
@@ -445,6 +452,10 @@ def build_parser():
     p.add_argument("--out", default="zoo", help="folder of RESULTS.md and results.csv; rows "
                    "merge into an existing results.csv by (model, variant)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--plot", action="store_true", help="train nothing: time each model's "
+                   "inference on one 64x64 and one 256x256 image (--models, default: every "
+                   "model with a default row in results.csv), merge speed.csv and draw "
+                   "speed_accuracy.png (ms per image against mIoU) in --out")
     add_runtime(p)
     p.set_defaults(func=cmd_zoo)
 

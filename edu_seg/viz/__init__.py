@@ -9,6 +9,7 @@
 - :mod:`edu_seg.viz.segmentation`: masks over images with a legend; one scene as three tasks.
 - :mod:`edu_seg.viz.fcn`: chapter 6 (unpooling by indices, gridding, the dense CRF).
 - :mod:`edu_seg.viz.sota`: chapter 8 (pyramid bins, ASPP's taps, idea-vs-ablation bars).
+- :mod:`edu_seg.viz.speed`: chapter 9 (the zoo's speed against its accuracy).
 """
 from .conv_anim import (animate_conv, animate_transposed_scatter, conv_index_map, show_step,
                         show_transposed_views, transposed_scatter_map)
@@ -18,6 +19,7 @@ from .receptive_field import dilated_stack, layer_arithmetic, plot_receptive_fie
 from .roi import roi_sampling, roi_sampling_geometry
 from .segmentation import show_segmentation, show_tasks
 from .sota import atrous_taps, plot_ablations, plot_atrous_taps, plot_pyramid_bins
+from .speed import plot_speed_accuracy
 from .training import (loss_terms, overlay, plot_compare, plot_confusion_matrix, plot_history,
                        plot_predictions, plot_run)
 
@@ -28,4 +30,4 @@ __all__ = ["PALETTE", "IGNORE_COLOR", "colorize", "overlay", "plot_history", "pl
            "roi_sampling", "roi_sampling_geometry", "show_segmentation", "show_tasks",
            "loss_terms", "plot_compare", "plot_unpooling", "plot_gridding",
            "plot_crf_comparison", "plot_pyramid_bins", "atrous_taps", "plot_atrous_taps",
-           "plot_ablations"]
+           "plot_ablations", "plot_speed_accuracy"]
