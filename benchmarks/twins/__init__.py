@@ -29,8 +29,9 @@ __all__ = ["available", "load", "checked_presets", "build_pair", "torch_loss"]
 
 
 def available():
-    """Names of the models that have a twin (the ``<model>.py`` files here), sorted."""
-    return sorted(p.stem for p in HERE.glob("*.py") if p.stem != "__init__")
+    """Names of the models that have a twin (the ``<model>.py`` files here; ``_name.py``
+    files are shared parts), sorted."""
+    return sorted(p.stem for p in HERE.glob("*.py") if not p.stem.startswith("_"))
 
 
 def load(name):

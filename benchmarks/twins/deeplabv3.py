@@ -3,9 +3,11 @@ and shapes, and forward, so our weights load into it and the two can be timed si
 
 ``build(torch, num_classes, preset=None)`` follows the model's defaults and presets
 (``paper``, ``os8``, ``no_image_pool``); the ResNet, its dilation schedule and ASPP are
-written out here because torchvision's BasicBlock refuses dilation. deeplabv3plus.py reuses
-the ResNet and ASPP builders.
+written out (the ResNet in ``_resnet.py``, shared by the twins) because torchvision's
+BasicBlock refuses dilation. deeplabv3plus.py reuses the ASPP builders.
 """
+from twins._resnet import resnet
+
 DEFAULTS = {"in_channels": 3, "backbone": "resnet_tiny", "output_stride": 16,
             "multi_grid": None, "atrous_rates": (1, 2, 3), "aspp_channels": 64,
             "image_pooling": True, "dropout": 0.1}
@@ -18,11 +20,6 @@ PRESETS = {None: {},
                      "atrous_rates": (6, 12, 18), "aspp_channels": 256},
            "os8": {"output_stride": 8},
            "no_image_pool": {"image_pooling": False}}
-# edu_seg's ResNet presets: block, blocks per stage, widths, stem width.
-RESNETS = {"resnet_tiny": ("basic", (1, 1, 1, 1), (8, 16, 32, 64), 8),
-           "resnet_bottleneck_tiny": ("bottleneck", (1, 1, 1, 1), (4, 8, 16, 16), 8),
-           "resnet18": ("basic", (2, 2, 2, 2), (64, 128, 256, 512), 64),
-           "resnet50": ("bottleneck", (3, 4, 6, 3), (64, 128, 256, 512), 64)}
 
 
 def config(defaults, presets, preset):
@@ -86,99 +83,6 @@ def aspp(torch, cin, rates, cout, image_pooling, separable_convs, dropout):
             return self.project(torch.cat([b(x) for b in self.convs], dim=1))
 
     return ASPP()
-
-
-def resnet(torch, name, in_channels, output_stride, multi_grid=None):
-    """edu_seg's ResNet without classifier; forward returns {stride: map} like features()."""
-    nn = torch.nn
-    kind, layers, widths, stem = RESNETS[name]
-
-    class Basic(nn.Module):
-        expansion = 1
-
-        def __init__(self, cin, planes, stride, down, d1, d2):
-            super().__init__()
-            self.conv1 = nn.Conv2d(cin, planes, 3, stride, d1, d1, bias=False)
-            self.bn1 = nn.BatchNorm2d(planes)
-            self.relu = nn.ReLU()
-            self.conv2 = nn.Conv2d(planes, planes, 3, 1, d2, d2, bias=False)
-            self.bn2 = nn.BatchNorm2d(planes)
-            self.downsample = down
-
-        def forward(self, x):
-            idt = x if self.downsample is None else self.downsample(x)
-            out = self.relu(self.bn1(self.conv1(x)))
-            return self.relu(self.bn2(self.conv2(out)) + idt)
-
-    class Bottleneck(nn.Module):
-        expansion = 4
-
-        def __init__(self, cin, planes, stride, down, d1, d2):
-            super().__init__()
-            self.conv1 = nn.Conv2d(cin, planes, 1, bias=False)
-            self.bn1 = nn.BatchNorm2d(planes)
-            self.conv2 = nn.Conv2d(planes, planes, 3, stride, d1, d1, bias=False)
-            self.bn2 = nn.BatchNorm2d(planes)
-            self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
-            self.bn3 = nn.BatchNorm2d(planes * 4)
-            self.relu = nn.ReLU()
-            self.downsample = down
-
-        def forward(self, x):
-            idt = x if self.downsample is None else self.downsample(x)
-            out = self.relu(self.bn1(self.conv1(x)))
-            out = self.relu(self.bn2(self.conv2(out)))
-            return self.relu(self.bn3(self.conv3(out)) + idt)
-
-    block = Basic if kind == "basic" else Bottleneck
-
-    class ResNet(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv1 = nn.Conv2d(in_channels, stem, 7, 2, 3, bias=False)
-            self.bn1 = nn.BatchNorm2d(stem)
-            self.relu = nn.ReLU()
-            self.maxpool = nn.MaxPool2d(3, 2, 1)
-            stride_now, dilation, cin = 4, 1, stem
-            self.strides = [2]
-            for i in range(4):
-                nominal = 1 if i == 0 else 2
-                previous = dilation
-                if nominal > 1 and stride_now * nominal > output_stride:
-                    dilation *= nominal
-                    stride = 1
-                else:
-                    stride = nominal
-                stride_now *= stride
-                cout = widths[i] * block.expansion
-                down = None
-                if nominal != 1 or cin != cout:
-                    down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
-                                         nn.BatchNorm2d(cout))
-                if i == 3 and multi_grid is not None:
-                    rates = firsts = [dilation * m for m in multi_grid]
-                else:
-                    rates = [dilation] * layers[i]
-                    firsts = [previous] + rates[1:]
-                blocks = [block(cin, widths[i], stride, down, firsts[0], rates[0])]
-                blocks += [block(cout, widths[i], 1, None, firsts[j], rates[j])
-                           for j in range(1, layers[i])]
-                setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
-                cin = cout
-                self.strides.append(stride_now)
-            self.channels = dict(zip(self.strides, [stem] + [w * block.expansion
-                                                             for w in widths]))
-
-        def forward(self, x):
-            x = self.relu(self.bn1(self.conv1(x)))
-            outs = [x]
-            x = self.maxpool(x)
-            for i in range(4):
-                x = getattr(self, f"layer{i + 1}")(x)
-                outs.append(x)
-            return dict(zip(self.strides, outs))
-
-    return ResNet()
 
 
 def build(torch, num_classes, preset=None):

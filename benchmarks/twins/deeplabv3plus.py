@@ -4,8 +4,8 @@ side.
 
 ``build(torch, num_classes, preset=None)`` follows the model's defaults and presets
 (``paper``, ``no_decoder``, ``xception``). The aligned Xception is written out here (torchvision
-has none); the ResNet, ASPP and separable-conv builders come from the deeplabv3 twin beside
-this file.
+has none); the ResNet comes from ``_resnet.py``, the ASPP and separable-conv builders from the
+deeplabv3 twin beside this file.
 """
 import importlib.util
 import pathlib
@@ -14,6 +14,8 @@ _spec = importlib.util.spec_from_file_location(
     "deeplabv3_twin", pathlib.Path(__file__).with_name("deeplabv3.py"))
 v3 = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(v3)
+
+from twins._resnet import resnet  # noqa: E402
 
 DEFAULTS = {"in_channels": 3, "backbone": "resnet_tiny", "output_stride": 16,
             "atrous_rates": (1, 2, 3), "aspp_channels": 64, "image_pooling": True,
@@ -129,7 +131,7 @@ def build(torch, num_classes, preset=None):
             if c["backbone"] == "xception_tiny":
                 self.backbone = xception(torch, c["in_channels"], s)
             else:
-                self.backbone = v3.resnet(torch, c["backbone"], c["in_channels"], s)
+                self.backbone = resnet(torch, c["backbone"], c["in_channels"], s)
             ch = self.backbone.channels
             self.aspp = v3.aspp(torch, ch[s], [r * 16 // s for r in c["atrous_rates"]],
                                 c["aspp_channels"], c["image_pooling"], c["separable"],

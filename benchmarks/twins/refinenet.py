@@ -7,8 +7,9 @@ Semantic Segmentation", CVPR 2017 (arXiv:1611.06612).
 keys and shapes as ``models.create("refinenet", num_classes=num_classes, preset=preset)``, so
 our weights load into it and the two compute the same scores (a Tensor in both modes). The
 configs below repeat the model's defaults and presets; a twin that drifts from them fails the
-weight-loading check.
+weight-loading check. The ResNet is the twins' shared one (``_resnet.py``).
 """
+from twins._resnet import resnet
 
 #: The model's default config and presets (edu_seg/models/refinenet.py).
 DEFAULT = {"backbone": "resnet_tiny", "widths": (64, 32, 32, 32), "pool_blocks": 2,
@@ -20,49 +21,12 @@ CHECKED_PRESETS = ("unchained",)
 PRESETS = {"paper": {"backbone": "resnet50", "widths": (512, 256, 256, 256),
                      "pool_blocks": 2, "batch_norm": False},
            "unchained": {"chained": False}}
-#: The ResNet backbones it uses: block, blocks per stage, stage widths, stem width.
-BACKBONES = {"resnet_tiny": ("basic", (1, 1, 1, 1), (8, 16, 32, 64), 8),
-             "resnet50": ("bottleneck", (3, 4, 6, 3), (64, 128, 256, 512), 64)}
 
 
 def build(torch, num_classes, preset=None):
     """The twin of ``models.create("refinenet", num_classes=num_classes, preset=preset)``."""
-    from torchvision.models.resnet import BasicBlock, Bottleneck
-
     tnn, F = torch.nn, torch.nn.functional
     c = {**DEFAULT, **(PRESETS[preset] if preset is not None else {})}
-
-    class ResNet(tnn.Module):
-        """torchvision's ResNet layers with free widths; returns layer1..layer4 by stride."""
-
-        def __init__(self, block, layers, widths, stem_width):
-            super().__init__()
-            block = {"basic": BasicBlock, "bottleneck": Bottleneck}[block]
-            self.conv1 = tnn.Conv2d(3, stem_width, 7, stride=2, padding=3, bias=False)
-            self.bn1 = tnn.BatchNorm2d(stem_width)
-            self.relu = tnn.ReLU()
-            self.maxpool = tnn.MaxPool2d(3, stride=2, padding=1)
-            in_channels, self.channels = stem_width, {}
-            for i, (n, planes) in enumerate(zip(layers, widths)):
-                stride, out_channels = (1 if i == 0 else 2), planes * block.expansion
-                down = None
-                if stride != 1 or in_channels != out_channels:
-                    down = tnn.Sequential(tnn.Conv2d(in_channels, out_channels, 1,
-                                                     stride=stride, bias=False),
-                                          tnn.BatchNorm2d(out_channels))
-                blocks = [block(in_channels, planes, stride, down)]
-                blocks += [block(out_channels, planes) for _ in range(1, n)]
-                setattr(self, f"layer{i + 1}", tnn.Sequential(*blocks))
-                in_channels = out_channels
-                self.channels[4 * 2 ** i] = out_channels
-
-        def forward(self, x):
-            x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-            features = {}
-            for i, stride in enumerate((4, 8, 16, 32)):
-                x = getattr(self, f"layer{i + 1}")(x)
-                features[stride] = x
-            return features
 
     def conv3x3(cin, cout):
         conv = tnn.Conv2d(cin, cout, 3, padding=1, bias=not c["batch_norm"])
@@ -136,7 +100,7 @@ def build(torch, num_classes, preset=None):
     class RefineNet(tnn.Module):
         def __init__(self):
             super().__init__()
-            self.backbone = ResNet(*BACKBONES[c["backbone"]])
+            self.backbone = resnet(torch, c["backbone"])
             ch = self.backbone.channels
             w4, w3, w2, w1 = c["widths"]
             block = {"pool_blocks": c["pool_blocks"], "chained": c["chained"]}
