@@ -1,4 +1,7 @@
 """Small helpers shared by the model tests (pytest puts this folder on ``sys.path``)."""
+import pathlib
+import sys
+
 import numpy as np
 
 from edu_seg.autograd import Tensor, no_grad
@@ -25,3 +28,15 @@ def record_forward(model, modules, x):
         for h in handles:
             h.remove()
     return out, seen
+
+
+def assert_state_dict_is_torchvisions(model, name):
+    """``model``'s state dict has torchvision's keys, order and shapes for model ``name``, and
+    the same parameter count (the tables in ``tests/data/torchvision``)."""
+    tables = str(pathlib.Path(__file__).parent / "data" / "torchvision")
+    if tables not in sys.path:
+        sys.path.insert(0, tables)
+    from make_tables import read_table
+    params, entries = read_table(name)
+    assert [(k, v.shape) for k, v in model.state_dict().items()] == entries
+    assert model.num_parameters() == params

@@ -26,6 +26,7 @@ DILATABLE = ["resnet_tiny", "resnet_bottleneck_tiny", "mobilenet_v2_tiny", "xcep
 # the torchvision state-dict tables and their reader (tests/data/torchvision/make_tables.py)
 sys.path.insert(0, str(pathlib.Path(__file__).parent / "data" / "torchvision"))
 from make_tables import read_table  # noqa: E402
+from helpers import assert_state_dict_is_torchvisions  # noqa: E402
 
 
 def rand(*shape, seed=0):
@@ -125,10 +126,7 @@ def test_sequential_backbones_keep_torchvisions_features_child():
 
 @pytest.mark.parametrize("name", FULL)
 def test_state_dict_keys_order_shapes_and_parameter_count_equal_torchvisions(name):
-    params, entries = read_table(name)
-    model = full(name)
-    assert [(k, v.shape) for k, v in model.state_dict().items()] == entries
-    assert model.num_parameters() == params
+    assert_state_dict_is_torchvisions(full(name), name)
 
 
 def test_num_classes_none_drops_only_the_classifier():

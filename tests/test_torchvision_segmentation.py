@@ -22,6 +22,7 @@ NAMES = ["deeplabv3_resnet50", "fcn_resnet50"]
 # the torchvision state-dict tables and their reader (tests/data/torchvision/make_tables.py)
 sys.path.insert(0, str(pathlib.Path(__file__).parent / "data" / "torchvision"))
 from make_tables import read_table  # noqa: E402
+from helpers import assert_state_dict_is_torchvisions  # noqa: E402
 
 
 def rand(*shape, seed=0):
@@ -37,10 +38,7 @@ def full(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_state_dict_keys_order_shapes_and_parameter_count_equal_torchvisions(name):
-    params, entries = read_table(name)
-    model = full(name)
-    assert [(k, v.shape) for k, v in model.state_dict().items()] == entries
-    assert model.num_parameters() == params
+    assert_state_dict_is_torchvisions(full(name), name)
 
 
 def test_heads_are_torchvisions_and_the_backbone_is_resnet50_at_output_stride_8():
