@@ -144,9 +144,9 @@ def test_deeplabv3plus_decoder_concatenates_reduced_stride4_features_with_aspp_u
         out = model(Tensor(random_images(2))).data
     for h in hooks:
         h.remove()
-    assert seen["stride4"].shape == (2, 8, 16, 16)                      # H/4
+    assert seen["stride4"].shape == (2, 64, 16, 16)                     # resnet18, H/4
     np.testing.assert_array_equal(seen["reduce_in"], seen["stride4"])   # reads stride 4
-    assert seen["aspp"].shape == (2, 64, 4, 4)                          # H/16
+    assert seen["aspp"].shape == (2, 64, 8, 8)                          # H/8
     assert seen["concat"].shape == (2, 64 + 5, 16, 16)
     up = interpolate(seen["aspp"], size=(16, 16), mode="bilinear", align_corners=False).data
     np.testing.assert_allclose(seen["concat"][:, :64], up, rtol=1e-6, atol=1e-6)
@@ -162,25 +162,27 @@ def test_deeplabv3plus_3x3_convs_are_depthwise_separable():
                  and m.kernel_size == (3, 3) and m not in set(model.backbone.modules())]
     assert len(depthwise) == 3 + 2                                      # ASPP rates, decoder
     assert all(m.groups == m.in_channels == m.out_channels for m in depthwise)
-    assert [m.dilation[0] for m in depthwise] == [1, 2, 3, 1, 1]
+    assert [m.dilation[0] for m in depthwise] == [2, 4, 6, 1, 1]       # rates at stride 8
     full = _build("deeplabv3plus", separable=False)
     assert not any(m.groups > 1 for m in full.modules() if isinstance(m, nn.Conv2d)
                    and m not in set(full.backbone.modules()))
 
 
-def test_deeplabv3plus_without_decoder_upsamples_aspp_scores_x16():
-    model = _build("deeplabv3plus", preset="no_decoder").eval()
+@pytest.mark.parametrize("output_stride", [8, 16])
+def test_deeplabv3plus_without_decoder_upsamples_aspp_scores_by_the_output_stride(output_stride):
+    model = _build("deeplabv3plus", preset="no_decoder", output_stride=output_stride).eval()
     assert not hasattr(model, "fuse") and not hasattr(model, "reduce")
     seen = {}
     _record(model.classifier, seen, "scores")
     with no_grad():
         out = model(Tensor(random_images(1))).data
-    assert seen["scores"].shape == (1, 3, 4, 4)
+    assert seen["scores"].shape == (1, 3, 64 // output_stride, 64 // output_stride)
     ref = interpolate(seen["scores"], size=(64, 64), mode="bilinear", align_corners=False).data
     np.testing.assert_allclose(out, ref, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("config", [{"output_stride": 8}, {"preset": "xception"}])
+@pytest.mark.parametrize("config", [{"output_stride": 16}, {"preset": "xception"},
+                                    {"backbone": "resnet_tiny"}])
 def test_deeplabv3plus_other_strides_and_backbones_still_decode_at_stride_4(config):
     model = _build("deeplabv3plus", **config).eval()
     seen = {}
@@ -188,4 +190,4 @@ def test_deeplabv3plus_other_strides_and_backbones_still_decode_at_stride_4(conf
     with no_grad():
         out = model(Tensor(random_images(1)))
     assert out.shape == (1, 3, 64, 64) and seen["concat"].shape[-2:] == (16, 16)
-    assert model.aspp.atrous_rates == ((2, 4, 6) if "output_stride" in config else (1, 2, 3))
+    assert model.aspp.atrous_rates == ((1, 2, 3) if model.output_stride == 16 else (2, 4, 6))

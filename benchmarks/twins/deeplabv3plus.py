@@ -17,7 +17,7 @@ _spec.loader.exec_module(v3)
 
 from twins._resnet import resnet  # noqa: E402
 
-DEFAULTS = {"in_channels": 3, "backbone": "resnet_tiny", "output_stride": 16,
+DEFAULTS = {"in_channels": 3, "backbone": "resnet18", "output_stride": 8,
             "atrous_rates": (1, 2, 3), "aspp_channels": 64, "image_pooling": True,
             "separable": True, "decoder": True, "low_level_channels": 12,
             "decoder_channels": 64, "dropout": 0.1}
@@ -26,7 +26,8 @@ DEFAULTS = {"in_channels": 3, "backbone": "resnet_tiny", "output_stride": 16,
 CHECKED_PRESETS = ("no_decoder",)
 
 PRESETS = {None: {},
-           "paper": {"backbone": "resnet50", "atrous_rates": (6, 12, 18), "aspp_channels": 256,
+           "paper": {"backbone": "resnet50", "output_stride": 16, "atrous_rates": (6, 12, 18),
+                     "aspp_channels": 256,
                      "low_level_channels": 48, "decoder_channels": 256},
            "no_decoder": {"decoder": False},
            "xception": {"backbone": "xception_tiny"}}
