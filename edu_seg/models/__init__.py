@@ -134,3 +134,5 @@ from . import deeplabv3  # noqa: E402,F401
 from . import frrn  # noqa: E402,F401
 from . import torchvision_segmentation  # noqa: E402,F401
 from . import deeplabv3plus  # noqa: E402,F401
+from . import denseaspp  # noqa: E402,F401
+from . import encnet  # noqa: E402,F401
