@@ -136,3 +136,4 @@ from . import torchvision_segmentation  # noqa: E402,F401
 from . import deeplabv3plus  # noqa: E402,F401
 from . import denseaspp  # noqa: E402,F401
 from . import encnet  # noqa: E402,F401
+from . import ddsc  # noqa: E402,F401
