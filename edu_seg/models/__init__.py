@@ -137,3 +137,5 @@ from . import deeplabv3plus  # noqa: E402,F401
 from . import denseaspp  # noqa: E402,F401
 from . import encnet  # noqa: E402,F401
 from . import ddsc  # noqa: E402,F401
+from . import icnet  # noqa: E402,F401
+from . import bisenet  # noqa: E402,F401
