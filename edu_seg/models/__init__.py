@@ -139,3 +139,4 @@ from . import encnet  # noqa: E402,F401
 from . import ddsc  # noqa: E402,F401
 from . import icnet  # noqa: E402,F401
 from . import bisenet  # noqa: E402,F401
+from . import dfn  # noqa: E402,F401
