@@ -349,17 +349,29 @@ cdef void _im2col_tile(const floating *x, Py_ssize_t sample_size, Tile tile, int
                       OW, tile.oh0, tile.oh0 + tile.nrows, c0, c1, cols + s * L1, tile.ns * L1)
 
 
-cdef void _gather_tile(const floating *a, Py_ssize_t sample_size, Py_ssize_t plane, Tile tile,
-                       int OW, int o0, int o1, floating *out) noexcept nogil:
-    """out (o1 - o0, ns * L1) = the planes a[n, o0:o1] of the tile's samples, side by side."""
+cdef const floating *_tile_planes(const floating *a, Py_ssize_t sample_size, Py_ssize_t plane,
+                                  Tile tile, int OW, int o0, int o1, floating *out,
+                                  int *ld) noexcept nogil:
+    """The planes a[n, o0:o1] of the tile's samples as one (o1 - o0, columns) matrix.
+
+    One sample: the planes themselves, read in place (``ld[0]`` = the plane size). Several:
+    their planes copied side by side into ``out`` (``ld[0]`` = the tile's columns), because in
+    NCHW the planes of two samples are not next to each other.
+    """
     cdef int s, o
     cdef Py_ssize_t j, L1 = <Py_ssize_t>tile.nrows * OW, L = tile.ns * L1
     cdef const floating *src
+    if tile.ns == 1:
+        ld[0] = <int>plane
+        return a + tile.n0 * sample_size + o0 * plane + <Py_ssize_t>tile.oh0 * OW
     for o in range(o0, o1):
         for s in range(tile.ns):
             src = a + (tile.n0 + s) * sample_size + o * plane + <Py_ssize_t>tile.oh0 * OW
             for j in range(L1):
                 out[(o - o0) * L + s * L1 + j] = src[j]
+    ld[0] = <int>L
+    return out
+
 
 cdef inline bint _is_pointwise(int KH, int KW, int sh, int sw, int ph, int pw,
                                int H, int W, int OH, int OW) noexcept nogil:
@@ -764,14 +776,8 @@ def _backward_input(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1
                 tile = _tile(t, N, OH, samples, rows)
                 L1 = tile.nrows * OW
                 L = tile.ns * L1
-                if tile.ns == 1:
-                    dyt = &dy[tile.n0, g * Cog, tile.oh0, 0]
-                    lddy = <int>plane
-                else:
-                    _gather_tile(&dy[0, 0, 0, 0], dy_size, plane, tile, OW, g * Cog,
-                                 (g + 1) * Cog, buf + cols_len)
-                    dyt = buf + cols_len
-                    lddy = L
+                dyt = _tile_planes(&dy[0, 0, 0, 0], dy_size, plane, tile, OW, g * Cog,
+                                   (g + 1) * Cog, buf + cols_len, &lddy)
                 # w[g][:, block]ᵀ (block rows of cols, Cog) @ dy[tile, g] (Cog, L)
                 if pointwise:  # col2im is the identity: write straight into dx
                     _gemm(True, False, c1 - c0, L, Cog, &w[g * Cog, c0 - g * Cg, 0, 0], KG,
@@ -845,14 +851,8 @@ def _backward_weight(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::
                                  dh, dw, OW, c0, c1, buf)
                     cols = buf
                     ld = L
-                if tile.ns == 1:
-                    dyt = &dy[tile.n0, g * Cog, tile.oh0, 0]
-                    lddy = <int>plane
-                else:
-                    _gather_tile(&dy[0, 0, 0, 0], dy_size, plane, tile, OW, g * Cog,
-                                 (g + 1) * Cog, buf + cols_len)
-                    dyt = buf + cols_len
-                    lddy = L
+                dyt = _tile_planes(&dy[0, 0, 0, 0], dy_size, plane, tile, OW, g * Cog,
+                                   (g + 1) * Cog, buf + cols_len, &lddy)
                 # partial[chunk, g][:, block] (+)= dy[tile, g] (Cog, L) @ cols(block)ᵀ (L, rows)
                 _gemm(False, True, Cog, (c1 - c0) * KK, L, dyt, lddy, cols, ld,
                       0 if t == t0 else 1, &partial[chunk, g, 0, (c0 - g * Cg) * KK], KG)

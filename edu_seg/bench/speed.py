@@ -16,15 +16,13 @@ rows do, and keep the CPU, thread count and date they were measured with.
 """
 import csv
 import datetime
-import statistics
-import time
 from pathlib import Path
 
 import numpy as np
 
 from .. import backend
-from ..autograd import Tensor, no_grad
-from .zoo import RECIPE, build_zoo_model, check_choices, cpu_name, read_results
+from .zoo import (RECIPE, build_zoo_model, check_choices, cpu_name, median_eval_seconds,
+                  read_results)
 
 __all__ = ["SIZES", "SPEED_COLUMNS", "inference_ms", "measure_speed", "merge_speed",
            "write_speed", "run_speed"]
@@ -36,29 +34,20 @@ SIZES = (64, 256)
 SPEED_COLUMNS = ("model", *(f"ms_{s}" for s in SIZES), "cpu", "threads", "date")
 
 
-@no_grad()
 def inference_ms(model, size, repeats=7, seed=0):
     """Median milliseconds of ``model`` segmenting one random ``size`` x ``size`` image.
 
     Eval mode, batch 1, no gradients; one warm-up call first (it allocates the kernels'
-    workspaces), then the median of ``repeats`` timed calls. The model's mode is restored.
+    workspaces), then the median of ``repeats`` timed calls
+    (:func:`edu_seg.bench.zoo.median_eval_seconds`). The model's mode is restored.
     """
     if (isinstance(size, bool) or not isinstance(size, int) or size < 1
             or size % model.output_stride):
         raise ValueError(f"inference_ms: size must be a positive multiple of {model.name}'s "
                          f"output stride {model.output_stride}, got {size!r}")
-    was_training = model.training
-    model.eval()
-    x = Tensor(np.random.default_rng(seed).random((1, model.config.in_channels, size, size),
-                                                  dtype=np.float32))
-    model(x)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        model(x)
-        times.append(time.perf_counter() - start)
-    model.train(was_training)
-    return 1e3 * statistics.median(times)
+    image = np.random.default_rng(seed).random((1, model.config.in_channels, size, size),
+                                               dtype=np.float32)
+    return 1e3 * median_eval_seconds(model, image, repeats)
 
 
 def measure_speed(model_names, sizes=SIZES, progress=print):

@@ -135,11 +135,11 @@ def cpu_name():
 
 
 @no_grad()
-def inference_rate(model, images, repeats=5):
-    """Images per second of ``model`` in eval mode on ``images`` (N, 3, H, W), batch N.
+def median_eval_seconds(model, images, repeats=5):
+    """Median seconds of ``model(images)`` in eval mode without gradients.
 
-    One warm-up call first (it allocates the kernels' workspaces), then the median of
-    ``repeats`` timed calls; the model's mode is restored afterwards.
+    ``images``: (N, C, H, W). One warm-up call first (it allocates the kernels' workspaces),
+    then the median of ``repeats`` timed calls; the model's mode is restored afterwards.
     """
     was_training = model.training
     model.eval()
@@ -151,7 +151,13 @@ def inference_rate(model, images, repeats=5):
         model(x)
         times.append(time.perf_counter() - start)
     model.train(was_training)
-    return len(images) / statistics.median(times)
+    return statistics.median(times)
+
+
+def inference_rate(model, images, repeats=5):
+    """Images per second of ``model`` in eval mode on ``images`` (N, 3, H, W), batch N
+    (:func:`median_eval_seconds`)."""
+    return len(images) / median_eval_seconds(model, images, repeats)
 
 
 @no_grad()
