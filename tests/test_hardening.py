@@ -5,12 +5,16 @@ import numpy as np
 import pytest
 
 from edu_seg import backend, cli, nn
+from edu_seg import functional as F
 from edu_seg.ops.loss import (binary_cross_entropy_with_logits, bootstrapped_cross_entropy,
                               cross_entropy, dice_loss, focal_loss, smooth_l1_loss)
 from edu_seg.ops.norm import batch_norm, group_norm
 
 
 # ------------------------------------------------------------------ 1. strings as booleans
+_X = np.zeros((1, 1, 4, 4), np.float32)
+
+
 @pytest.mark.parametrize("make, name", [
     (lambda v: nn.MaxPool2d(2, ceil_mode=v), "ceil_mode"),
     (lambda v: nn.MaxPool2d(2, return_indices=v), "return_indices"),
@@ -18,6 +22,16 @@ from edu_seg.ops.norm import batch_norm, group_norm
     (lambda v: nn.AvgPool2d(2, count_include_pad=v), "count_include_pad"),
     (lambda v: nn.AdaptiveMaxPool2d(2, return_indices=v), "return_indices"),
     (lambda v: nn.Upsample(scale_factor=2, mode="bilinear", align_corners=v), "align_corners"),
+    (lambda v: nn.Conv2d(3, 4, 3, bias=v), "bias"),
+    (lambda v: nn.ConvTranspose2d(3, 4, 3, bias=v), "bias"),
+    (lambda v: nn.Linear(3, 4, bias=v), "bias"),
+    # the functional ops check the same flags, so F.* cannot take 'False' as True either
+    (lambda v: F.max_pool2d(_X, 2, ceil_mode=v), "ceil_mode"),
+    (lambda v: F.max_pool2d(_X, 2, return_indices=v), "return_indices"),
+    (lambda v: F.avg_pool2d(_X, 2, ceil_mode=v), "ceil_mode"),
+    (lambda v: F.avg_pool2d(_X, 2, count_include_pad=v), "count_include_pad"),
+    (lambda v: F.adaptive_max_pool2d(_X, 2, return_indices=v), "return_indices"),
+    (lambda v: F.interpolate(_X, scale_factor=2, align_corners=v), "align_corners"),
 ])
 @pytest.mark.parametrize("value", ["False", "True", 0, 1])
 def test_layer_flags_must_be_real_bools(make, name, value):
@@ -31,6 +45,8 @@ def test_layer_flags_accept_bools_and_none_where_meaningful():
     assert nn.Upsample(scale_factor=2, align_corners=None).align_corners is None
     with pytest.raises(TypeError, match="ceil_mode must be True or False"):
         nn.MaxPool2d(2, ceil_mode=None)
+    assert nn.Conv2d(3, 4, 3, bias=np.bool_(False)).bias is None
+    assert F.interpolate(_X, size=8, align_corners=True).shape == (1, 1, 8, 8)
 
 
 # ------------------------------------------------------------------------ 2. float16 norms

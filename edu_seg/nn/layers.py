@@ -18,8 +18,8 @@ import numpy as np
 from ..ops.activations import relu, relu6, sigmoid
 from ..ops.conv import conv2d, conv_transpose2d
 from ..ops.misc import dropout, dropout2d, leaky_relu
-from ..ops.pool import (adaptive_avg_pool2d, adaptive_max_pool2d, avg_pool2d, max_pool2d,
-                        max_unpool2d)
+from ..ops.pool import (adaptive_avg_pool2d, adaptive_max_pool2d, avg_pool2d, check_bool,
+                        max_pool2d, max_unpool2d)
 from ..ops.resample import interpolate, pixel_shuffle
 from . import init
 from .module import Module, Parameter
@@ -46,18 +46,6 @@ def _check_channels(layer, in_channels, out_channels, groups):
     if in_channels % groups or out_channels % groups:
         raise ValueError(f"{layer}: groups={groups} must divide in_channels={in_channels} and "
                          f"out_channels={out_channels}")
-
-
-def _bool(layer, name, value, allow_none=False):
-    """``value`` if it is a real bool (or None where ``allow_none``), else a TypeError.
-
-    A string such as 'False' is truthy, so accepting it would silently mean True.
-    """
-    if isinstance(value, (bool, np.bool_)) or (allow_none and value is None):
-        return value if value is None else bool(value)
-    allowed = "True, False or None" if allow_none else "True or False"
-    raise TypeError(f"{layer}: {name} must be {allowed}, got {type(value).__name__} "
-                    f"{value!r}; pass the bool itself, not a string or a number")
 
 
 def _check_window(layer, kernel_size, stride, padding, dilation):
@@ -137,7 +125,8 @@ class Conv2d(Module):
         kh, kw = self.kernel_size
         self.weight = Parameter(np.empty((out_channels, in_channels // groups, kh, kw),
                                          np.float32))
-        self.bias = Parameter(np.empty(out_channels, np.float32)) if bias else None
+        has_bias = check_bool("Conv2d", "bias", bias)
+        self.bias = Parameter(np.empty(out_channels, np.float32)) if has_bias else None
         self.reset_parameters()
 
     def _resolve_padding(self, padding):
@@ -213,7 +202,8 @@ class ConvTranspose2d(Module):
         kh, kw = self.kernel_size
         self.weight = Parameter(np.empty((in_channels, out_channels // groups, kh, kw),
                                          np.float32))
-        self.bias = Parameter(np.empty(out_channels, np.float32)) if bias else None
+        has_bias = check_bool("ConvTranspose2d", "bias", bias)
+        self.bias = Parameter(np.empty(out_channels, np.float32)) if has_bias else None
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -339,8 +329,8 @@ class MaxPool2d(Module):
         self.kernel_size = kernel_size
         self.stride = kernel_size if stride is None else stride
         self.padding, self.dilation = padding, dilation
-        self.return_indices = _bool("MaxPool2d", "return_indices", return_indices)
-        self.ceil_mode = _bool("MaxPool2d", "ceil_mode", ceil_mode)
+        self.return_indices = check_bool("MaxPool2d", "return_indices", return_indices)
+        self.ceil_mode = check_bool("MaxPool2d", "ceil_mode", ceil_mode)
 
     def forward(self, x):
         return max_pool2d(x, self.kernel_size, stride=self.stride, padding=self.padding,
@@ -395,8 +385,8 @@ class AvgPool2d(Module):
         self.kernel_size = kernel_size
         self.stride = kernel_size if stride is None else stride
         self.padding = padding
-        self.ceil_mode = _bool("AvgPool2d", "ceil_mode", ceil_mode)
-        self.count_include_pad = _bool("AvgPool2d", "count_include_pad", count_include_pad)
+        self.ceil_mode = check_bool("AvgPool2d", "ceil_mode", ceil_mode)
+        self.count_include_pad = check_bool("AvgPool2d", "count_include_pad", count_include_pad)
 
     def forward(self, x):
         return avg_pool2d(x, self.kernel_size, stride=self.stride, padding=self.padding,
@@ -440,7 +430,7 @@ class AdaptiveMaxPool2d(Module):
     def __init__(self, output_size, return_indices=False):
         super().__init__()
         self.output_size = output_size
-        self.return_indices = _bool("AdaptiveMaxPool2d", "return_indices", return_indices)
+        self.return_indices = check_bool("AdaptiveMaxPool2d", "return_indices", return_indices)
 
     def forward(self, x):
         return adaptive_max_pool2d(x, self.output_size, return_indices=self.return_indices)
@@ -459,7 +449,7 @@ class Upsample(Module):
         super().__init__()
         self.size, self.scale_factor = size, scale_factor
         self.mode = mode
-        self.align_corners = _bool("Upsample", "align_corners", align_corners, allow_none=True)
+        self.align_corners = check_bool("Upsample", "align_corners", align_corners, allow_none=True)
 
     def forward(self, x):
         return interpolate(x, size=self.size, scale_factor=self.scale_factor, mode=self.mode,
@@ -528,7 +518,8 @@ class Linear(Module):
         _check_channels("Linear", in_features, out_features, 1)
         self.in_features, self.out_features = in_features, out_features
         self.weight = Parameter(np.empty((out_features, in_features), np.float32))
-        self.bias = Parameter(np.empty(out_features, np.float32)) if bias else None
+        has_bias = check_bool("Linear", "bias", bias)
+        self.bias = Parameter(np.empty(out_features, np.float32)) if has_bias else None
         self.reset_parameters()
 
     def reset_parameters(self):

@@ -16,7 +16,7 @@ from ..reference.pool import adaptive_pool_bins, pool_output_size
 from .limits import check_geometry, check_output_size
 
 __all__ = ["max_pool2d", "max_unpool2d", "avg_pool2d", "adaptive_avg_pool2d",
-           "adaptive_max_pool2d", "pool_output_size", "adaptive_pool_bins"]
+           "adaptive_max_pool2d", "pool_output_size", "adaptive_pool_bins", "check_bool"]
 
 
 # ================================================================================ validation
@@ -47,6 +47,19 @@ def _pair(op, name, value, minimum):
     if any(v < minimum for v in pair):
         raise ValueError(f"{op}: {name} must be >= {minimum}, got {value!r}")
     return int(pair[0]), int(pair[1])
+
+
+def check_bool(op, name, value, allow_none=False):
+    """``value`` as a bool if it is a real bool (or None where ``allow_none``), else a TypeError.
+
+    A string such as ``'False'`` is truthy, so accepting it would silently mean True. Used by
+    the functional ops here and in :mod:`edu_seg.ops.resample`, and by the ``nn`` layers.
+    """
+    if isinstance(value, (bool, np.bool_)) or (allow_none and value is None):
+        return value if value is None else bool(value)
+    allowed = "True, False or None" if allow_none else "True or False"
+    raise TypeError(f"{op}: {name} must be {allowed}, got {type(value).__name__} "
+                    f"{value!r}; pass the bool itself, not a string or a number")
 
 
 def _contiguous(a, dtype):
@@ -187,6 +200,8 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     """
     op = "max_pool2d"
     x = _check_input(op, x)
+    ceil_mode = check_bool(op, "ceil_mode", ceil_mode)
+    return_indices = check_bool(op, "return_indices", return_indices)
     kernel_size, stride, padding, dilation, out = _window_options(
         op, x, kernel_size, stride, padding, dilation, ceil_mode)
     for axis, i in enumerate((2, 3)):
@@ -194,7 +209,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
                                  padding[axis], dilation[axis], "HW"[axis])
     y, indices = MaxPool2dFunction.apply(x, kernel_size=kernel_size, stride=stride,
                                          padding=padding, dilation=dilation,
-                                         ceil_mode=bool(ceil_mode))
+                                         ceil_mode=ceil_mode)
     return (y, indices) if return_indices else y
 
 
@@ -355,11 +370,12 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_in
     """
     op = "avg_pool2d"
     x = _check_input(op, x)
+    ceil_mode = check_bool(op, "ceil_mode", ceil_mode)
+    count_include_pad = check_bool(op, "count_include_pad", count_include_pad)
     kernel_size, stride, padding, _, _ = _window_options(op, x, kernel_size, stride, padding, 1,
                                                          ceil_mode)
     return AvgPool2dFunction.apply(x, kernel_size=kernel_size, stride=stride, padding=padding,
-                                   ceil_mode=bool(ceil_mode),
-                                   count_include_pad=bool(count_include_pad))
+                                   ceil_mode=ceil_mode, count_include_pad=count_include_pad)
 
 
 # ============================================================================ adaptive pooling
@@ -464,6 +480,7 @@ def adaptive_max_pool2d(x, output_size, return_indices=False):
     """
     op = "adaptive_max_pool2d"
     x = _check_input(op, x)
+    return_indices = check_bool(op, "return_indices", return_indices)
     y, indices = AdaptiveMaxPool2dFunction.apply(x, output_hw=_adaptive_output(op, x,
                                                                                 output_size))
     return (y, indices) if return_indices else y

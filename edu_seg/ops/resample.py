@@ -11,7 +11,7 @@ import numbers
 from ..autograd import Function
 from ..backend import kernels
 from .limits import MAX_GEOMETRY, check_geometry, check_output_size
-from .pool import _check_input, _contiguous, _is_int, _pair
+from .pool import _check_input, _contiguous, _is_int, _pair, check_bool
 
 __all__ = ["interpolate", "pixel_shuffle", "pixel_unshuffle"]
 
@@ -115,6 +115,7 @@ def interpolate(x, size=None, scale_factor=None, mode="bilinear", align_corners=
     x = _check_input(op, x)
     if mode not in ("bilinear", "nearest"):
         raise ValueError(f"{op}: mode must be 'bilinear' or 'nearest', got {mode!r}")
+    align_corners = check_bool(op, "align_corners", align_corners, allow_none=True)
     if align_corners is not None and mode == "nearest":
         raise ValueError(f"{op}: align_corners={align_corners!r} is only for mode='bilinear'; "
                          f"leave it None with mode='nearest'")
