@@ -22,6 +22,7 @@ Examples
 """
 import contextlib
 import importlib
+import importlib.util
 import os
 import warnings
 
@@ -62,8 +63,16 @@ def compiled_core_available():
     return _threads is not None
 
 
+def _cupy_twin_written():
+    """True if the CuPy kernels exist in this version (``edu_seg/cuda`` holds the twins)."""
+    return importlib.util.find_spec("edu_seg.cuda.conv") is not None
+
+
 def _cupy_problem():
     """None if the CuPy backend can run here, else a sentence saying what is missing and the fix."""
+    if not _cupy_twin_written():
+        return ("this version of edu_seg has no CuPy kernels yet (edu_seg/cuda holds none), so "
+                "there is nothing to run on a GPU; use 'cython' (the default) or 'numpy'")
     try:
         import cupy
     except ImportError:

@@ -37,7 +37,16 @@ def test_unknown_backend_is_named():
         edu_seg.set_backend("torch")
 
 
-def test_cupy_without_cupy_or_gpu_says_how_to_install():
+def test_cupy_without_its_kernels_says_they_are_not_written():
+    if backend._cupy_twin_written():
+        pytest.skip("the CuPy kernels exist in this version")
+    with pytest.raises(RuntimeError, match=r"set_backend\('cupy'\): .*no CuPy kernels yet"):
+        edu_seg.set_backend("cupy")
+    assert edu_seg.get_backend() == "cython"
+
+
+def test_cupy_without_cupy_or_gpu_says_how_to_install(monkeypatch):
+    monkeypatch.setattr(backend, "_cupy_twin_written", lambda: True)
     if backend._cupy_problem() is None:
         pytest.skip("CuPy and a GPU are present here")
     with pytest.raises(RuntimeError, match="set_backend\\('cupy'\\): CuPy"):
