@@ -7,7 +7,7 @@ backend    module                               what it is
 =========  ===================================  ===========================================
 "cython"   ``edu_seg._kernels.<name>``          compiled Cython/OpenMP loops + BLAS (default)
 "numpy"    ``edu_seg.reference.<name>``         the readable NumPy reference
-"cupy"     ``edu_seg.cuda.<name>``              the CuPy twin (needs CuPy and a GPU)
+"cupy"     ``edu_seg.cuda.<name>``              the CuPy twin (not written yet; needs CuPy, a GPU)
 =========  ===================================  ===========================================
 
 The differentiable ops in :mod:`edu_seg.functional` never import a kernel module directly; they
@@ -96,7 +96,7 @@ def set_backend(name):
         If ``name`` is not one of :data:`BACKENDS`.
     RuntimeError
         If ``"cython"`` is asked for but the compiled core is missing, or ``"cupy"`` is asked for
-        without CuPy or a GPU; the message says how to fix it.
+        without its kernels (not written yet), CuPy or a GPU; the message says what to do.
     """
     if name not in BACKENDS:
         raise ValueError(f"set_backend: unknown backend {name!r}; choose one of {BACKENDS}")
