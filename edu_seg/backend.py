@@ -7,7 +7,7 @@ backend    module                               what it is
 =========  ===================================  ===========================================
 "cython"   ``edu_seg._kernels.<name>``          compiled Cython/OpenMP loops + BLAS (default)
 "numpy"    ``edu_seg.reference.<name>``         the readable NumPy reference
-"cupy"     ``edu_seg.cuda.<name>``              the CuPy twin (not written yet; needs CuPy, a GPU)
+"cupy"     ``edu_seg.cuda.<name>``              the CuPy twin (not written yet)
 =========  ===================================  ===========================================
 
 The differentiable ops in :mod:`edu_seg.functional` never import a kernel module directly; they
