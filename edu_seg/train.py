@@ -53,7 +53,7 @@ from .optim import SGD, Adam, AdamW, CosineLR, PolyLR
 
 __all__ = ["TrainConfig", "Trainer", "seed_everything", "evaluate", "predict",
            "predict_probabilities", "save_checkpoint",
-           "load_checkpoint", "CheckpointError"]
+           "load_checkpoint", "CheckpointError", "NonFiniteLossError"]
 
 CHECKPOINT_FORMAT = "edu_seg-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -312,6 +312,23 @@ class Trainer:
                 self.on_epoch_end(self)
         return self.history
 
+    def _non_finite_message(self, loss, index, batch):
+        """What to tell the user when a batch's loss is NaN or infinite, and what to check."""
+        images = np.asarray(batch["image"])
+        bad = int((~np.isfinite(images)).sum())
+        where = (f"step {self.step + 1} (epoch {self.epoch + 1}, batch {index + 1} of the "
+                 f"epoch)")
+        if bad:
+            cause = (f"{bad} of its {images.size} input values are NaN or infinite: check the "
+                     f"data (images must be finite numbers)")
+        else:
+            cause = (f"its inputs are finite (values {images.min():.3g} .. {images.max():.3g}), "
+                     f"so the model diverged: lower the learning rate (now "
+                     f"{self.optimizer.param_groups[0]['lr']:g}) or check the input scaling")
+        return (f"training stopped at {where}: the loss is {loss}; {cause}. The parameters "
+                f"were not updated with this batch (batch-norm running statistics may hold its "
+                f"values: resume from the last checkpoint).")
+
     def train_one_epoch(self):
         """One pass over the training data (shorter if the step budget ends in it).
 
@@ -334,10 +351,13 @@ class Trainer:
         bar = tqdm(total=n_steps, desc=f"epoch {self.epoch + 1}/{self.total_epochs}",
                    disable=not c.progress, leave=True, dynamic_ncols=True)
         try:
-            for batch in itertools.islice(self.loader, n_steps):
+            for index, batch in enumerate(itertools.islice(self.loader, n_steps)):
                 begin = time.perf_counter()
                 outputs = model.forward_train(batch)
                 total, terms = model.loss(outputs, batch, ignore_index=c.ignore_index)
+                loss = total.item()
+                if not math.isfinite(loss):     # before backward: the weights stay usable
+                    raise NonFiniteLossError(self._non_finite_message(loss, index, batch))
                 self.optimizer.zero_grad()
                 total.backward()
                 self.optimizer.step()
@@ -348,7 +368,6 @@ class Trainer:
 
                 n = len(batch["image"])
                 seen += n
-                loss = total.item()
                 sums["loss"] = sums.get("loss", 0.0) + loss * n
                 for name, term in terms.items():
                     if name in ("loss", "pixel_acc"):
@@ -571,6 +590,10 @@ def predict(model, images, batch_size=16):
 
 
 # ------------------------------------------------------------------------------ checkpoints
+class NonFiniteLossError(ValueError):
+    """A training batch gave a NaN or infinite loss; the message says which and what to check."""
+
+
 class CheckpointError(ValueError):
     """A checkpoint file is unreadable, corrupted, or does not fit the model it is loaded into."""
 

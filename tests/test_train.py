@@ -15,8 +15,8 @@ from edu_seg.models.base import InstanceSegmentationModel
 from edu_seg.ops.loss import cross_entropy
 from edu_seg.ops.misc import default_generator
 from edu_seg.optim import Adam
-from edu_seg.train import (CheckpointError, TrainConfig, Trainer, load_checkpoint, predict,
-                           save_checkpoint, seed_everything)
+from edu_seg.train import (CheckpointError, NonFiniteLossError, TrainConfig, Trainer,
+                           load_checkpoint, predict, save_checkpoint, seed_everything)
 from edu_seg.viz.training import plot_run
 
 
@@ -30,6 +30,44 @@ def params_of(model):
 
 
 # ------------------------------------------------------------------------------- training
+class _Poisoned:
+    """Shapes whose every image holds one NaN pixel."""
+
+    def __init__(self, n):
+        self.data = Shapes(n, size=32, seed=0)
+        self.class_names = self.data.class_names
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, i):
+        sample = self.data[i]
+        sample["image"][0, 3, 5] = np.nan
+        return sample
+
+
+def test_a_nan_input_stops_training_at_its_batch_before_the_parameters_change():
+    model = tiny()
+    before = {name: p.data.copy() for name, p in model.named_parameters()}
+    config = TrainConfig(steps=4, batch_size=4, progress=False, verbose=False)
+    trainer = Trainer(model, _Poisoned(16), None, config)
+    with pytest.raises(NonFiniteLossError, match=r"step 1 \(epoch 1, batch 1 of the epoch\).*"
+                                                 r"4 of its 12288 input values are NaN"):
+        trainer.fit()
+    assert trainer.step == 0
+    for name, p in model.named_parameters():
+        np.testing.assert_array_equal(p.data, before[name])
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")      # NumPy's overflow on the way there
+def test_a_diverging_model_is_told_to_lower_the_learning_rate():
+    model = tiny()
+    config = TrainConfig(steps=4, batch_size=4, lr=1e30, optimizer="sgd", progress=False,
+                         verbose=False)
+    with pytest.raises(NonFiniteLossError, match="inputs are finite.*lower the learning rate"):
+        Trainer(model, Shapes(8, size=32, seed=0), None, config).fit()
+
+
 def test_loss_falls_over_a_few_steps_on_shapes():
     edu_seg.set_num_threads(1)     # small ops: 1 thread is as fast and immune to a busy machine
     model = tiny(depth=2, width=8)
