@@ -369,16 +369,16 @@ def cmd_eval(args):
 def cmd_predict(args):
     from PIL import Image
 
+    from .data.folder import read_rgb
     from .train import load_checkpoint, predict, predict_probabilities
     from .viz.palette import colorize
 
     _setup(args)
     ckpt = load_checkpoint(args.checkpoint)
     try:
-        with Image.open(args.image) as im:
-            rgb = np.asarray(im.convert("RGB"), dtype=np.float32) / 255   # (H, W, 3)
-    except (OSError, ValueError) as exc:
-        raise SystemExit(f"edu-seg predict: cannot read image {args.image}: {exc}")
+        rgb = read_rgb(args.image).astype(np.float32) / 255               # (H, W, 3)
+    except ValueError as exc:
+        raise SystemExit(f"edu-seg predict: {exc}")
     image = rgb.transpose(2, 0, 1)[None]                                   # (1, 3, H, W)
     if args.crf:
         from .crf import dense_crf

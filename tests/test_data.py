@@ -7,6 +7,7 @@ import pytest
 from edu_seg.data import (SHAPES, VARIANTS, ColorJitter, Compose, DataLoader, FolderDataset,
                           RandomCrop, RandomFlip, RandomScale, Shapes)
 from edu_seg.boxes import masks_to_boxes
+from edu_seg.data.folder import read_rgb
 from edu_seg.data.transforms import resize_bilinear, resize_nearest
 
 Image = pytest.importorskip("PIL.Image")
@@ -335,6 +336,37 @@ def test_folder_malformed_class_dict(tmp_path, content, message):
     (tmp_path / "class_dict.csv").write_text(content)
     with pytest.raises(ValueError, match=r"class_dict\.csv.*" + message):
         FolderDataset(tmp_path, "train")
+
+
+def test_folder_class_dict_that_is_not_utf8_is_named(tmp_path):
+    make_camvid(tmp_path)
+    (tmp_path / "class_dict.csv").write_bytes("name,r,g,b\nCaf\u00e9,1,2,3\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"class_dict\.csv is not UTF-8 text.*save it as UTF-8"):
+        FolderDataset(tmp_path, "train")
+
+
+def test_read_rgb_scales_16_bit_images_instead_of_clipping_them(tmp_path):
+    from PIL import Image
+
+    values = (np.arange(64 * 64).reshape(64, 64) * 16).astype(np.uint16)     # 0 .. 65520
+    Image.fromarray(values).save(tmp_path / "deep.png")
+    rgb = read_rgb(tmp_path / "deep.png")
+    assert rgb.shape == (64, 64, 3) and rgb.dtype == np.uint8
+    np.testing.assert_array_equal(rgb[..., 0], np.round(values / 257).astype(np.uint8))
+    assert (rgb == 255).mean() < 0.01                 # clipping would make ~99.6% white
+
+
+def test_read_rgb_names_the_file_it_cannot_read(tmp_path):
+    from PIL import Image
+
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "ok.png")
+    data = (tmp_path / "ok.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"cannot read image .*cut\.png"):
+        read_rgb(tmp_path / "cut.png")
+    Image.fromarray(np.zeros((4, 4), np.float32)).save(tmp_path / "float.tiff")
+    with pytest.raises(ValueError, match=r"float\.tiff: a floating-point image"):
+        read_rgb(tmp_path / "float.tiff")
 
 
 def test_folder_missing_class_dict(tmp_path):

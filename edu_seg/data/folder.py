@@ -13,8 +13,8 @@ ids, so every pixel's ``(r, g, b)`` is looked up in ``class_dict.csv``: pack the
 integer ``r * 65536 + g * 256 + b`` and find it among the sorted class colours with
 ``np.searchsorted`` — one vectorised lookup for the whole image.
 
-Images are read with Pillow (it comes with matplotlib). Grayscale, palette and RGBA images are
-converted to RGB (alpha is dropped).
+Images are read with Pillow (it comes with matplotlib) by :func:`read_rgb`: grayscale, palette
+and RGBA images are converted to RGB (alpha is dropped), 16-bit images scaled to 8 bits.
 """
 import csv
 import os
@@ -25,12 +25,37 @@ import numpy as np
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
-def _read_rgb(path):
-    """An image file as an (H, W, 3) uint8 array; grayscale/palette/RGBA become RGB."""
+def read_rgb(path):
+    """An image file as an (H, W, 3) uint8 array, at the real range of its values.
+
+    Grayscale, palette and RGBA images become RGB (alpha is dropped). 16-bit images (mode
+    ``I;16`` and friends, or ``I`` with values in 0..65535) are scaled to 8 bits (``/ 257``):
+    Pillow's ``convert("RGB")`` would clip them at 255, turning almost every pixel white.
+
+    Raises
+    ------
+    ValueError
+        The file cannot be read as an image (truncated, not an image), or holds 32-bit or
+        floating-point values; the message names the file.
+    """
     from PIL import Image  # imported here so that `import edu_seg.data` does not need Pillow
 
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
+    try:
+        with Image.open(path) as im:
+            im.load()                       # decode now: a truncated file fails here
+            if im.mode.startswith("I;16") or im.mode == "I":
+                values = np.asarray(im).astype(np.int64)
+                if values.size and (values.min() < 0 or values.max() > 65535):
+                    raise ValueError(f"{path}: a 32-bit integer image (values {values.min()} "
+                                     f".. {values.max()}); save it as an 8- or 16-bit image")
+                grey = np.round(values / 257).astype(np.uint8)          # 0..65535 -> 0..255
+                return np.repeat(grey[..., None], 3, axis=-1)
+            if im.mode == "F":
+                raise ValueError(f"{path}: a floating-point image; save it as an 8- or "
+                                 f"16-bit image")
+            return np.asarray(im.convert("RGB"))
+    except (OSError, SyntaxError) as exc:     # Pillow's errors for unreadable files
+        raise ValueError(f"cannot read image {path}: {exc}") from None
 
 
 def read_class_dict(path):
@@ -57,8 +82,12 @@ def read_class_dict(path):
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"FolderDataset: class_dict.csv not found: {path}")
-    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: tolerate a BOM
-        rows = [row for row in csv.reader(f) if any(cell.strip() for cell in row)]
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: tolerate a BOM
+            rows = [row for row in csv.reader(f) if any(cell.strip() for cell in row)]
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"FolderDataset: {path} is not UTF-8 text ({exc.reason} at byte "
+                         f"{exc.start}); save it as UTF-8") from None
     if not rows or [c.strip().lower() for c in rows[0]] != ["name", "r", "g", "b"]:
         got = ",".join(rows[0]) if rows else "an empty file"
         raise ValueError(f"FolderDataset: {path}: the header must be 'name,r,g,b', got {got!r}")
@@ -219,7 +248,7 @@ class FolderDataset:
                              f"samples")
         index = int(index) % len(self)
         image_path, label_path = self.images[index], self.labels[index]
-        image, label = _read_rgb(image_path), _read_rgb(label_path)
+        image, label = read_rgb(image_path), read_rgb(label_path)
         if image.shape[:2] != label.shape[:2]:
             raise ValueError(f"FolderDataset: image {image_path} is {image.shape[1]}x"
                              f"{image.shape[0]} (WxH) but its label {label_path} is "
