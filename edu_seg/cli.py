@@ -356,7 +356,13 @@ def cmd_eval(args):
         from .data import FolderDataset
 
         dataset = FolderDataset(spec, args.split)
-    class_names = state.get("class_names") or getattr(dataset, "class_names", None)
+    trained_on, data_names = state.get("class_names"), getattr(dataset, "class_names", None)
+    if trained_on and data_names and list(trained_on) != list(data_names):
+        raise SystemExit(f"edu-seg eval: the checkpoint was trained on the classes "
+                         f"{list(trained_on)} but {spec} has {list(data_names)}; its class ids "
+                         f"would be scored against the wrong names. Evaluate on data with the "
+                         f"same class_dict.csv (same names, same order)")
+    class_names = trained_on or data_names
     scores = evaluate(ckpt.model, dataset)
     print(f"{args.checkpoint}: {ckpt.model_name} {ckpt.model_config}, "
           f"epoch {state.get('epoch', '?')}")

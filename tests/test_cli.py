@@ -131,6 +131,12 @@ def test_train_and_predict_on_a_camvid_style_folder(tmp_path, capsys):
                      str(root / "val" / "img4.png"), "--out", str(tmp_path / "p.png")]) == 0
     painted = {tuple(c) for c in np.asarray(Image.open(tmp_path / "p.png")).reshape(-1, 3)}
     assert painted <= set(colours)
+    # the same folder with other class names: eval refuses instead of mislabelling the rows
+    (root / "class_dict.csv").write_text("name,r,g,b\n" + "".join(
+        f"{name},{r},{g},{b}\n" for name, (r, g, b) in zip(("void", "red", "b", "c"), colours)))
+    with pytest.raises(SystemExit, match=r"trained on the classes \['void', 'a', 'b', 'c'\] "
+                                         r"but .* has \['void', 'red', 'b', 'c'\]"):
+        cli.main(["eval", "--checkpoint", str(out / "last.npz"), "--data", str(root)])
 
 
 TINY_RUN = ["train", "--data", "shapes", "--train-samples", "16", "--val-samples", "8",
