@@ -38,6 +38,7 @@ import threading
 import numpy as np
 
 from .backend import get_array_module
+from .ops.limits import check_output_size
 
 __all__ = ["Tensor", "Function", "Context", "no_grad", "is_grad_enabled", "cat", "stack", "pad",
            "unbroadcast"]
@@ -992,4 +993,6 @@ def pad(x, pad, value=0.0):
     widths = [(0, 0)] * x.ndim
     for k in range(len(pad) // 2):
         widths[x.ndim - 1 - k] = (int(pad[2 * k]), int(pad[2 * k + 1]))
+    check_output_size("pad", [n + a + b for n, (a, b) in zip(x.shape, widths)], x.dtype,
+                      f"pad={tuple(pad)}")
     return Pad.apply(x, widths=tuple(widths), value=value)

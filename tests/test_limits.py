@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import edu_seg
+from edu_seg.autograd import pad
 from edu_seg.ops import limits
 from edu_seg.ops.conv import conv2d, conv_transpose2d
 from edu_seg.ops.pool import (adaptive_avg_pool2d, adaptive_max_pool2d, avg_pool2d, max_pool2d,
@@ -136,6 +137,7 @@ def test_geometry_above_2_24_is_refused_fast(name, call):
                                           stride=100000)),
     ("interpolate", lambda: interpolate(x, size=(100000, 100000))),
     ("interpolate", lambda: interpolate(x, scale_factor=12000.0)),
+    ("pad", lambda: pad(x, (10 ** 6, 10 ** 6, 10 ** 6, 10 ** 6))),
 ])
 def test_outputs_too_large_for_memory_are_refused_fast(name, call):
     _raises_fast(call, rf"^{name}: the (output|work buffer) would be .* GiB, more than the "
