@@ -378,6 +378,7 @@ def cmd_predict(args):
     from .data.folder import read_rgb
     from .train import load_checkpoint, predict, predict_probabilities
     from .viz.palette import colorize
+    from .viz.training import overlay
 
     _setup(args)
     ckpt = load_checkpoint(args.checkpoint)
@@ -395,11 +396,19 @@ def cmd_predict(args):
         mask = predict(ckpt.model, image)[0]                               # (H, W)
     colours = ((ckpt.train_state or {}).get("data") or {}).get("class_colors")
     Image.fromarray(colorize(mask, colours)).save(args.out)
+    written = [str(args.out)]
+    if args.overlay:                    # the labels blended over a grey copy of the image
+        blend = overlay(rgb, mask, palette=None if colours is None else np.asarray(colours))
+        Image.fromarray((blend * 255).round().astype(np.uint8)).save(args.overlay)
+        written.append(str(args.overlay))
+    if args.ids:                        # the class ids themselves, for programs, not eyes
+        Image.fromarray(mask.astype(np.uint8 if mask.max() < 256 else np.uint16)).save(args.ids)
+        written.append(str(args.ids))
     names = (ckpt.train_state or {}).get("class_names") or []
     counts = np.bincount(mask.ravel(), minlength=ckpt.model.config.num_classes)
     shares = ", ".join(f"{names[k] if k < len(names) else k}: {c / mask.size:.1%}"
                        for k, c in enumerate(counts) if c)
-    print(f"wrote {args.out} ({mask.shape[1]}x{mask.shape[0]}; {shares})")
+    print(f"wrote {', '.join(written)} ({mask.shape[1]}x{mask.shape[0]}; {shares})")
     return 0
 
 
@@ -481,7 +490,11 @@ def build_parser():
     p = sub.add_parser("predict", help="segment one image into a colour-coded label PNG")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--image", required=True, help="input image (PNG, JPEG, ...)")
-    p.add_argument("--out", required=True, help="output label PNG")
+    p.add_argument("--out", required=True, help="output label PNG, painted in the class colours")
+    p.add_argument("--overlay", metavar="PNG", help="also write the labels blended over the "
+                   "image")
+    p.add_argument("--ids", metavar="PNG", help="also write the raw class ids (one grey level "
+                   "per class: 0, 1, 2, ...)")
     p.add_argument("--crf", action="store_true", help="refine the model's probabilities with "
                    "the fully connected CRF (edu_seg.crf.dense_crf, default parameters) "
                    "before taking the argmax")

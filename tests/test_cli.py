@@ -128,9 +128,16 @@ def test_train_and_predict_on_a_camvid_style_folder(tmp_path, capsys):
                      "--no-progress"]) == 0
     assert "void" in capsys.readouterr().out
     assert cli.main(["predict", "--checkpoint", str(out / "last.npz"), "--image",
-                     str(root / "val" / "img4.png"), "--out", str(tmp_path / "p.png")]) == 0
-    painted = {tuple(c) for c in np.asarray(Image.open(tmp_path / "p.png")).reshape(-1, 3)}
-    assert painted <= set(colours)
+                     str(root / "val" / "img4.png"), "--out", str(tmp_path / "p.png"),
+                     "--overlay", str(tmp_path / "o.png"), "--ids", str(tmp_path / "i.png")]) == 0
+    painted = np.asarray(Image.open(tmp_path / "p.png"))
+    assert {tuple(c) for c in painted.reshape(-1, 3)} <= set(colours)
+    ids = np.asarray(Image.open(tmp_path / "i.png"))                    # the raw class ids
+    np.testing.assert_array_equal(np.array(colours, np.uint8)[ids], painted)
+    assert np.asarray(Image.open(tmp_path / "o.png")).shape == (32, 32, 3)
+    # predictions.png of the run uses the folder's colours too
+    grid = np.asarray(Image.open(out / "predictions.png").convert("RGB")).reshape(-1, 3)
+    assert {(200, 30, 30), (30, 200, 30), (30, 30, 200)} & {tuple(c) for c in grid}
     # the same folder with other class names: eval refuses instead of mislabelling the rows
     (root / "class_dict.csv").write_text("name,r,g,b\n" + "".join(
         f"{name},{r},{g},{b}\n" for name, (r, g, b) in zip(("void", "red", "b", "c"), colours)))

@@ -273,8 +273,9 @@ def plot_run(trainer, out_dir=None, num_examples=6):
     images = np.stack([s["image"] for s in samples])
     masks = np.stack([s["mask"] for s in samples])
     paths["predictions"] = out / "predictions.png"
+    # a FolderDataset's own class colours (class_dict.csv), as `edu-seg predict` paints them
     plot_predictions(images, masks, predict(trainer.model, images), trainer.class_names,
-                     paths["predictions"])
+                     paths["predictions"], palette=getattr(data, "colours", None))
     if trainer.val_data is not None:
         if trainer.val_scores is None:
             trainer.val_scores = trainer.evaluate(trainer.val_data)
