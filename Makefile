@@ -14,13 +14,16 @@ export OPENBLAS_CORETYPE ?= $(shell grep -q avx512f /proc/cpuinfo 2>/dev/null &&
 all: build
 
 $(STAMP): pyproject.toml setup.py
+	@echo "edu_seg: creating .venv and installing numpy, scipy, Cython, matplotlib, pytest ..."
+	@echo "         (first run only: about 2 minutes, longer on a slow network)"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "setuptools>=70" "Cython>=3" "numpy>=2" scipy
+	$(PY) -m pip install --quiet "setuptools>=77" "Cython>=3" "numpy>=2" scipy
 	$(PY) -m pip install --quiet --no-build-isolation -e ".[test]"
 	touch $(STAMP)
 
 build: $(STAMP)
+	@echo "edu_seg: compiling the kernels that changed (about 1 minute the first time)"
 	$(PY) setup.py --quiet build_ext --inplace
 
 demo: build

@@ -2,5 +2,5 @@
  * (openmp_info.h already provides omp_get_max_threads; a serial "team" is thread 0 alone). */
 #include "openmp_info.h"
 #ifndef _OPENMP
-static int omp_get_thread_num(void) { return 0; }
+static inline int omp_get_thread_num(void) { return 0; }
 #endif

@@ -1,11 +1,11 @@
 /* OpenMP thread control that also compiles without OpenMP: the serial build answers "1 thread". */
 #ifdef _OPENMP
 #include <omp.h>
-static int edu_seg_openmp_enabled(void) { return 1; }
+static inline int edu_seg_openmp_enabled(void) { return 1; }
 #else
-static int edu_seg_openmp_enabled(void) { return 0; }
-static int omp_get_max_threads(void) { return 1; }
-static void omp_set_num_threads(int n) { (void)n; }
+static inline int edu_seg_openmp_enabled(void) { return 0; }
+static inline int omp_get_max_threads(void) { return 1; }
+static inline void omp_set_num_threads(int n) { (void)n; }
 #endif
 
 /* Calls that touch fewer array elements than this run on one thread. Waking a second thread
@@ -15,6 +15,6 @@ static void omp_set_num_threads(int n) { (void)n; }
    so results never depend on this choice. */
 #define EDU_SEG_GRAIN 32768
 
-static int edu_seg_threads_for(long long n_elements) {
+static inline int edu_seg_threads_for(long long n_elements) {
     return n_elements < EDU_SEG_GRAIN ? 1 : omp_get_max_threads();
 }
