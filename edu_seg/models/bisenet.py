@@ -110,6 +110,7 @@ from ..autograd import cat
 from ..ops.resample import interpolate
 from . import register
 from .backbones import backbone_presets, create_backbone
+from .backbones.resnet import width_overrides
 from .base import SegmentationModel
 from .blocks import ConvBNReLU
 from .config import validate_config
@@ -315,13 +316,11 @@ class BiSeNet(SegmentationModel):
                 layers.append(ConvBNReLU(in_channels, width, 3, padding=1, stride=2))
                 in_channels = width
             self.spatial = nn.Sequential(*layers)
-        widths = {} if c.backbone_widths is None else {"widths": c.backbone_widths,
-                                                       "stem_width": c.backbone_widths[0]}
         # A full-size preset carries an ImageNet classifier, which the model does not use.
         drop_classifier = {"num_classes": None} if "num_classes" in backbone_presets(
             c.backbone) else {}
         self.backbone = create_backbone(c.backbone, in_channels=c.in_channels,
-                                        **drop_classifier, **widths)
+                                        **drop_classifier, **width_overrides(c.backbone_widths))
         channels, ctx = self.backbone.channels, c.context_channels   # {stride: channels}
         self.global_context = nn.Sequential(nn.AdaptiveAvgPool2d(1),
                                             ConvBNReLU(channels[32], ctx, 1))

@@ -125,41 +125,11 @@ from ..autograd import cat
 from ..ops.resample import interpolate
 from . import register
 from .backbones import create_backbone
+from .backbones.resnet import width_overrides
 from .base import SegmentationModel
 
 __all__ = ["DenseASPPConfig", "DenseASPPNet", "DenseASPP", "AtrousLayer", "receptive_field",
-           "reachable_offsets", "dilated_resnet"]
-
-#: torchvision's ``replace_stride_with_dilation`` (layer2, layer3, layer4) for each output
-#: stride a dilated ResNet of this chapter predicts at.
-DILATE_FOR_STRIDE = {4: (True, True, True), 8: (False, True, True)}
-
-
-def dilated_resnet(name, in_channels, output_stride, widths=None):
-    """A ResNet backbone whose strides after ``output_stride`` are replaced by dilation.
-
-    Parameters
-    ----------
-    name : str
-        A ResNet preset of :func:`edu_seg.models.create_backbone` (``"resnet_tiny"``,
-        ``"resnet18"``, ``"resnet50"``, ...).
-    in_channels : int
-    output_stride : {4, 8}
-        4 dilates layer2, layer3 and layer4 (dilations 2, 4, 8): all four stages at stride 4;
-        8 dilates layer3 and layer4 (PSPNet's and DeepLab's "output stride 8").
-    widths : 4 ints or None
-        The stages' ``planes`` (the stem gets the first); None keeps the preset's.
-
-    Returns
-    -------
-    ResNet
-        Without a classifier; ``stage_strides`` ends in ``output_stride``.
-    """
-    overrides = {} if widths is None else {"widths": widths, "stem_width": widths[0]}
-    return create_backbone(name, in_channels=in_channels, num_classes=None,
-                           replace_stride_with_dilation=DILATE_FOR_STRIDE[output_stride],
-                           **overrides)
-
+           "reachable_offsets"]
 
 def reachable_offsets(rates, kernel_size=3):
     """The 1-D offsets (input minus output position) that a stack of atrous layers can read.
@@ -396,8 +366,9 @@ class DenseASPPNet(SegmentationModel):
         super().__init__(config)
         c = config
         self.output_stride = c.output_stride
-        self.backbone = dilated_resnet(c.backbone, c.in_channels, c.output_stride,
-                                       c.backbone_widths)
+        self.backbone = create_backbone(c.backbone, in_channels=c.in_channels, num_classes=None,
+                                        output_stride=c.output_stride,
+                                        **width_overrides(c.backbone_widths))
         self.aspp = DenseASPP(self.backbone.stage_channels[-1], c.rates, c.reduce_channels,
                               c.growth, dense=c.dense, dropout=c.dropout)
         self.classifier = nn.Sequential(nn.Dropout2d(c.dropout),

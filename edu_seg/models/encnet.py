@@ -122,9 +122,10 @@ from ..ops.activations import softmax
 from ..ops.loss import binary_cross_entropy_with_logits
 from ..ops.resample import interpolate
 from . import register
+from .backbones import create_backbone
+from .backbones.resnet import width_overrides
 from .base import SegmentationModel
 from .blocks import ConvBNReLU
-from .denseaspp import dilated_resnet
 
 __all__ = ["EncNetConfig", "EncNet", "Encoding", "ContextEncoding", "residual_encoding",
            "present_classes"]
@@ -377,8 +378,9 @@ class EncNet(SegmentationModel):
         super().__init__(config)
         c = config
         self.output_stride = c.output_stride
-        self.backbone = dilated_resnet(c.backbone, c.in_channels, c.output_stride,
-                                       c.backbone_widths)
+        self.backbone = create_backbone(c.backbone, in_channels=c.in_channels, num_classes=None,
+                                        output_stride=c.output_stride,
+                                        **width_overrides(c.backbone_widths))
         self.head = ConvBNReLU(self.backbone.stage_channels[-1], c.head_channels, 3)
         self.context = ContextEncoding(c.head_channels, c.num_codes) if c.encoding else None
         self.se_head = nn.Linear(c.head_channels, c.num_classes) if c.se_loss else None

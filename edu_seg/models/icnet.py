@@ -135,6 +135,7 @@ from ..ops.loss import cross_entropy
 from ..ops.resample import interpolate
 from . import register
 from .backbones import create_backbone
+from .backbones.resnet import width_overrides
 from .base import SegmentationModel
 from .blocks import ConvBNReLU, PyramidPooling
 from .config import validate_config
@@ -315,13 +316,10 @@ class ICNet(SegmentationModel):
         super().__init__(config)
         c, f = config, config.cascade_stride
         self.output_stride = 4 * f                  # the heavy branch: 1/4 image, stride f
-        widths = {} if c.backbone_widths is None else {"widths": c.backbone_widths,
-                                                       "stem_width": c.backbone_widths[0]}
         # A ResNet at output stride f: the strides after f become dilations (f = 4: layer2
         # to layer4; f = 8: layer3 and layer4, PSPNet's setting).
-        dilate = (True, True, True) if f == 4 else (False, True, True)
         backbone = create_backbone(c.backbone, in_channels=c.in_channels, num_classes=None,
-                                   replace_stride_with_dilation=dilate, **widths)
+                                   output_stride=f, **width_overrides(c.backbone_widths))
         # The stem, layer1 and layer2 (the paper shares conv1 to conv3_1) run on both the
         # 1/2 and the 1/4 image: one list of modules in two Sequentials. layer2 is strided
         # at f = 8 and dilated at f = 4, so they end at stride f either way.

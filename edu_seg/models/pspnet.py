@@ -62,6 +62,7 @@ from .. import nn
 from ..ops.resample import interpolate
 from . import register
 from .backbones import create_backbone
+from .backbones.resnet import width_overrides
 from .base import SegmentationModel
 from .blocks import ConvBNReLU, PyramidPooling
 
@@ -158,10 +159,9 @@ class PSPNet(SegmentationModel):
     def __init__(self, config):
         super().__init__(config)
         c = config
-        widths = {} if c.backbone_widths is None else {"widths": c.backbone_widths,
-                                                       "stem_width": c.backbone_widths[0]}
         self.backbone = create_backbone(c.backbone, in_channels=c.in_channels,
-                                        output_stride=8, num_classes=None, **widths)
+                                        output_stride=8, num_classes=None,
+                                        **width_overrides(c.backbone_widths))
         aux_channels, channels = self.backbone.stage_channels[-2:]   # layer3, layer4
         if c.pyramid:
             self.pyramid = PyramidPooling(channels, c.bins, pool=c.pool)

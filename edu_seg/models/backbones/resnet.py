@@ -46,7 +46,13 @@ from ...ops.pool import adaptive_avg_pool2d
 from ..config import validate_config
 from . import Backbone, StrideSchedule, register_backbone
 
-__all__ = ["ResNet", "ResNetConfig", "BasicBlock", "Bottleneck"]
+__all__ = ["ResNet", "ResNetConfig", "BasicBlock", "Bottleneck", "width_overrides"]
+
+
+def width_overrides(widths):
+    """:class:`ResNetConfig` fields that give the four stages ``widths`` planes and the stem
+    ``widths[0]`` channels (how the small models widen a preset); ``{}`` for None."""
+    return {} if widths is None else {"widths": tuple(widths), "stem_width": widths[0]}
 
 
 def _conv3x3(in_channels, out_channels, stride=1, dilation=1):
@@ -153,9 +159,9 @@ class ResNetConfig:
     replace_stride_with_dilation : 3 bools or None
         torchvision's option for layer2, layer3, layer4: True replaces the stage's stride 2
         by dilation. (False, False, True) gives output stride 16, (False, True, True) 8.
-    output_stride : {8, 16, 32} or None
-        The same choice by the resulting stride (8 = (False, True, True)); give at most one
-        of the two.
+    output_stride : {4, 8, 16, 32} or None
+        The same choice by the resulting stride (8 = (False, True, True), 4 = all three
+        dilated: on a 64-pixel image a stride-8 map is only 8x8); give at most one of the two.
     multi_grid : tuple of ints or None
         DeepLabV3's rates for the blocks of layer4 (one per block), multiplying the stage's
         dilation.
@@ -168,7 +174,7 @@ class ResNetConfig:
     stem_width: int = 8
     num_classes: Optional[int] = None
     replace_stride_with_dilation: Optional[tuple[bool, bool, bool]] = None
-    output_stride: Optional[Literal[8, 16, 32]] = None
+    output_stride: Optional[Literal[4, 8, 16, 32]] = None
     multi_grid: Optional[tuple[int, ...]] = None
 
     def __post_init__(self):
