@@ -23,6 +23,10 @@ SEMANTIC = [n for n in models.available() if models.get_model_class(n).task == "
             and models.get_model_class(n).small_version]
 
 
+# every instance model (one mask per object): the same floor in the instance form
+INSTANCE = [n for n in models.available() if models.get_model_class(n).task == "instance"]
+
+
 def _build(name, seed=0):
     nn.init.manual_seed(seed)
     return models.create(name, num_classes=3)
@@ -100,6 +104,56 @@ def test_eval_output_does_not_depend_on_batch_composition(name):
         alone = model(Tensor(x[:1])).data
         together = model(Tensor(x)).data[:1]
     np.testing.assert_allclose(alone, together, rtol=1e-4, atol=1e-5)
+
+
+# ------------------------------------------------------ the instance form of the contract
+def _instance_batch(n):
+    data = Shapes(n, size=64, num_classes=3, seed=0)
+    samples = [data[i] for i in range(n)]
+    batch = {"image": np.stack([s["image"] for s in samples]),
+             "mask": np.stack([s["mask"] for s in samples])}
+    for key in ("boxes", "labels", "instance_masks"):
+        batch[key] = [s[key] for s in samples]
+    return batch
+
+
+@pytest.mark.parametrize("name", INSTANCE)
+def test_instance_model_trains_on_a_loss_dict_and_detects_in_eval(name):
+    model = _build(name)
+    batch = _instance_batch(2)
+    losses = model.forward_train(batch)
+    assert isinstance(losses, dict) and losses
+    assert all(v.shape == () and np.isfinite(v.item()) for v in losses.values())
+    total, terms = model.loss(losses, batch)
+    assert terms.keys() == losses.keys() and total.shape == ()
+    total.backward()
+    assert all(p.grad is not None for p in model.parameters())   # every head is trained
+    model.eval()
+    with no_grad():
+        detections = model(Tensor(batch["image"]))
+    assert len(detections) == 2
+    for d in detections:
+        D = len(d["boxes"])
+        assert d["boxes"].shape == (D, 4) and d["labels"].shape == (D,)
+        assert d["scores"].shape == (D,) and d["masks"].shape == (D, 64, 64)
+        assert ((d["labels"] >= 1) & (d["labels"] < 3)).all()
+        assert ((d["boxes"] >= 0) & (d["boxes"] <= 64)).all()
+        assert ((d["masks"] >= 0) & (d["masks"] <= 1)).all()
+        assert (np.diff(d["scores"]) <= 0).all()                   # best first
+
+
+@pytest.mark.parametrize("name", INSTANCE)
+def test_instance_model_state_dict_round_trip(name):
+    model = _build(name, seed=0)
+    model.forward_train(_instance_batch(2))          # move the batch-norm statistics
+    copy = _build(name, seed=1)
+    copy.load_state_dict(model.state_dict())
+    model.eval(), copy.eval()
+    x = Tensor(_instance_batch(2)["image"])
+    with no_grad():
+        for a, b in zip(model(x), copy(x)):
+            for key in ("boxes", "labels", "scores", "masks"):
+                np.testing.assert_array_equal(a[key], b[key])
 
 
 # -------------------------------------------------------------------------------- registry

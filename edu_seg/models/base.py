@@ -180,9 +180,11 @@ class InstanceSegmentationModel(SegmentationModel):
     loss_weights = {}
 
     def forward_train(self, batch):
-        """``self(images, targets)`` with the batch's per-image ``boxes``, ``labels``, ``masks``."""
-        targets = [{k: batch[k][i] for k in ("boxes", "labels", "masks")}
-                   for i in range(len(batch["image"]))]
+        """``self(images, targets)`` with the batch's per-image ``boxes``, ``labels`` and
+        ``instance_masks`` (what :class:`edu_seg.data.Shapes` yields), given to the model as
+        ``{"boxes", "labels", "masks"}``."""
+        targets = [{"boxes": batch["boxes"][i], "labels": batch["labels"][i],
+                    "masks": batch["instance_masks"][i]} for i in range(len(batch["image"]))]
         return self(Tensor(batch["image"]), targets)
 
     def loss(self, outputs, batch, ignore_index=-100):
