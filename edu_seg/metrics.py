@@ -40,8 +40,21 @@ mIoU is dominated by the pixels deep inside objects, which almost any model gets
 prediction whose boundaries are off by a pixel or two loses little. :class:`BoundaryConfusion`
 counts the same confusion matrix over only the pixels within ``band`` pixels of a true edge,
 so its IoU scores where the boundaries were placed (:func:`boundary_band_iou` for one call).
+
+Instance average precision (COCO)
+---------------------------------
+An instance model returns a list of objects per image — a box, a class, a score, a mask —
+not a label per pixel, so it is scored like a detector: each detection, most confident first,
+either finds a not-yet-found object of its class (IoU above a threshold: a true positive) or
+does not (a false positive). :class:`InstanceAP` follows COCO's evaluation (pycocotools'
+COCOeval) to the letter — ten IoU thresholds 0.50..0.95, 101-point interpolated precision,
+object-size ranges — for box IoU and mask IoU, and returns the numbers papers report: AP,
+AP50, AP75, APs, APm, APl (:func:`instance_average_precision` for one call,
+:func:`format_instance_ap` to print them).
 """
 import numpy as np
+
+from .boxes import box_area, box_iou
 
 
 def _as_numpy(x, name):
@@ -426,3 +439,560 @@ def boundary_band_iou(pred, target, num_classes, band=2, ignore_index=None):
     cm = BoundaryConfusion(num_classes, band=band, ignore_index=ignore_index)
     cm.update(pred, target)
     return cm.iou(), cm.miou()
+
+
+# ==========================================================================================
+# Instance metrics: COCO-style box and mask average precision
+# ==========================================================================================
+#: The ten IoU thresholds 0.50, 0.55, .., 0.95, made with ``np.linspace`` exactly as COCOeval
+#: makes them (``np.arange`` drifts above the true values), so that an IoU of exactly 0.6
+#: compares with the third threshold the same way in both.
+COCO_IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
+
+#: The 101 recall points 0, 0.01, .., 1 at which COCO samples the precision curve.
+COCO_RECALL_POINTS = np.linspace(0.0, 1.0, 101)
+
+#: The object-size ranges, in the order of the summaries' ``AP``, ``APs``, ``APm``, ``APl``.
+AREA_NAMES = ("all", "small", "medium", "large")
+
+IOU_TYPES = ("box", "mask")
+
+
+def coco_area_ranges(image_size):
+    """COCO's small / medium / large object areas, scaled to images of side ``image_size``.
+
+    Parameters
+    ----------
+    image_size : int or (int, int)
+        The image side ``S`` in pixels, or ``(H, W)`` (then ``S = max(H, W)``).
+
+    Returns
+    -------
+    dict
+        ``{"all": (0, inf), "small": (0, a), "medium": (a, b), "large": (b, inf)}`` in
+        pixels², with ``a = (32·S/640)²`` and ``b = (96·S/640)²``.
+
+    Notes
+    -----
+    COCO (Lin et al., "Microsoft COCO: Common Objects in Context", ECCV 2014) calls an object
+    small below 32² px², large above 96² px²; its images are about 640 px on their longer
+    side. On a 64-pixel image every object would be "small" by those absolute numbers, and
+    the split would say nothing. What the ranges mean is a fraction of the image — small is
+    under 5 % of the side, large over 15 % — so both thresholds are scaled by ``S/640``:
+    at ``S = 64``, small < 10.24 px² (3.2²), large > 92.16 px² (9.6²); at ``S = 640`` they
+    are COCO's own. Like COCOeval, both ends of a range are inclusive.
+
+    Examples
+    --------
+    >>> coco_area_ranges(64)["medium"]
+    (10.24, 92.16)
+    """
+    pair = (image_size, image_size) if np.ndim(image_size) == 0 else tuple(image_size)
+    if len(pair) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                                 and v > 0 for v in pair):
+        raise ValueError(f"coco_area_ranges: image_size must be a positive int or a pair "
+                         f"(H, W) of them, got {image_size!r}")
+    side = max(int(v) for v in pair)
+    # (32·S)² / 640² divides two exact integers once, so S = 64 gives 10.24 to the last bit.
+    small, large = (32 * side) ** 2 / 640 ** 2, (96 * side) ** 2 / 640 ** 2
+    return {"all": (0.0, float("inf")), "small": (0.0, small), "medium": (small, large),
+            "large": (large, float("inf"))}
+
+
+def coco_match(ious, gt_ignore, iou_thresholds=COCO_IOU_THRESHOLDS):
+    """COCOeval's greedy matching of score-sorted detections to ground truths.
+
+    One image and one class, every (area range, IoU threshold) at once.
+
+    Parameters
+    ----------
+    ious : (D, G) float
+        IoU of each detection (rows, sorted by decreasing score) with each ground truth.
+    gt_ignore : (A, G) bool
+        One row per area range: the ground truths that range ignores (their area lies
+        outside it).
+    iou_thresholds : (T,) float
+
+    Returns
+    -------
+    (A, T, D) int64
+        The ground truth each detection matched under each (range, threshold); -1 for none.
+
+    Notes
+    -----
+    For each range and threshold ``t``, on its own: the detections take their turn in score
+    order; a detection takes, among the ground truths not yet taken whose IoU with it is
+    ``>= t``, the one with the highest IoU — but it takes an ignored ground truth only when
+    no ground truth of the range qualifies; equal IoUs go to the later ground truth. A
+    ground truth is taken at most once, so a duplicate detection of an object already found
+    stays unmatched (a false positive). This is greedy, not an optimal assignment: a
+    confident detection keeps the object it grabbed even if that leaves a later detection
+    without one, exactly as COCOeval (``evaluateImg``) does it.
+
+    Examples
+    --------
+    >>> ious = np.array([[0.9, 0.6], [0.8, 0.55]])     # 2 detections x 2 ground truths
+    >>> coco_match(ious, np.zeros((1, 2), bool), [0.5, 0.7])[0]
+    array([[ 0,  1],
+           [ 0, -1]])
+    """
+    ious = np.asarray(ious, dtype=np.float64)
+    gt_ignore = np.asarray(gt_ignore)
+    iou_thresholds = np.asarray(iou_thresholds, dtype=np.float64)
+    if ious.ndim != 2:
+        raise ValueError(f"coco_match: ious must be a (D, G) matrix, got shape {ious.shape}")
+    if gt_ignore.dtype != bool or gt_ignore.ndim != 2 or gt_ignore.shape[1] != ious.shape[1]:
+        raise ValueError(f"coco_match: gt_ignore must be a bool (A, {ious.shape[1]}) array, one "
+                         f"row per area range; got {gt_ignore.dtype} shape {gt_ignore.shape}")
+    if iou_thresholds.ndim != 1:
+        raise ValueError(f"coco_match: iou_thresholds must be 1-D, got shape "
+                         f"{iou_thresholds.shape}")
+    return _coco_match(ious, gt_ignore, iou_thresholds)
+
+
+def _coco_match(ious, gt_ignore, thresholds):
+    """:func:`coco_match` on checked arrays."""
+    (D, G), A, T = ious.shape, len(gt_ignore), len(thresholds)
+    match = np.full((A, T, D), -1, dtype=np.int64)
+    if G == 0:
+        return match
+    # COCOeval caps a threshold just below 1, so that a threshold of 1 still matches an IoU
+    # of 1 up to rounding.
+    thresholds = np.minimum(thresholds, 1 - 1e-10)[:, None]                # (T, 1)
+    regular = ~gt_ignore[:, None, :]                                        # (A, 1, G)
+    taken = np.zeros((A, T, G), dtype=bool)
+    # A detection whose best IoU is under every threshold can match nothing: skip it.
+    for d in np.flatnonzero(ious.max(axis=1) >= thresholds.min()):
+        free = ~taken & (ious[d] >= thresholds)                            # (A, T, G)
+        if not free.any():          # e.g. a duplicate whose objects are all taken already
+            continue
+        free_regular = free & regular
+        pool = np.where(free_regular.any(axis=2, keepdims=True), free_regular, free)
+        best = np.where(pool, ious[d], -1.0)
+        g = G - 1 - np.argmax(best[..., ::-1], axis=2)     # argmax of the reversed row: the
+        hit = pool.any(axis=2)                             # LAST of equal IoUs wins
+        match[:, :, d] = np.where(hit, g, -1)
+        a, t = np.nonzero(hit)
+        taken[a, t, g[a, t]] = True
+        if taken.all():
+            break
+    return match
+
+
+def _interpolated_precision(scores, matched, ignored, num_gt):
+    """COCO's precision at the 101 recall points, for one class and one area range.
+
+    scores: (N,) the class's detections over the whole dataset, image after image;
+    matched, ignored: (T, N) bool; num_gt: ground truths of the range (> 0). Returns (T, 101).
+    """
+    order = np.argsort(-scores, kind="mergesort")     # stable: equal scores keep image order
+    matched, ignored = matched[:, order], ignored[:, order]
+    tp = np.cumsum(matched & ~ignored, axis=1, dtype=np.float64)     # ignored detections are
+    fp = np.cumsum(~matched & ~ignored, axis=1, dtype=np.float64)    # neither TP nor FP
+    recall = tp / num_gt
+    # + eps: while every detection so far was ignored, precision is 0 rather than 0/0. (So a
+    # perfect score is 1/(1 + eps) = 1 - 2.2e-16, in COCOeval too.)
+    precision = tp / (fp + tp + np.spacing(1))
+    # Make precision non-increasing: the value at recall r is the best precision reachable
+    # at any recall >= r (the "interpolated" precision of PASCAL VOC and COCO).
+    precision = np.maximum.accumulate(precision[:, ::-1], axis=1)[:, ::-1]
+    out = np.zeros((len(matched), len(COCO_RECALL_POINTS)))
+    for t in range(len(matched)):
+        # The first detection whose recall reaches each point; points never reached stay 0.
+        first = np.searchsorted(recall[t], COCO_RECALL_POINTS, side="left")
+        reached = first < len(scores)
+        out[t, reached] = precision[t, first[reached]]
+    return out
+
+
+def _instance_array(op, x, name):
+    """A NumPy array from an array, a list, an ``edu_seg.Tensor`` or a CuPy array."""
+    if hasattr(x, "numpy") and not isinstance(x, np.ndarray):
+        x = x.numpy()
+    if hasattr(x, "get") and not isinstance(x, np.ndarray):   # a CuPy array: copy to the host
+        x = x.get()
+    x = np.asarray(x)
+    if x.dtype.kind not in "biuf":
+        raise TypeError(f"{op}: {name} must be a numeric array, got dtype {x.dtype}")
+    return x
+
+
+def _instance_inputs(op, sample, who, need_masks):
+    """Check one image's dict; returns (boxes (K, 4) float64, labels (K,) int64, scores (K,)
+    float64 or None, masks (K, H, W) bool or None). ``who`` is ``"predictions[i]"`` or
+    ``"targets[i]"``."""
+    if not isinstance(sample, dict):
+        raise TypeError(f"{op}: {who} must be a dict with boxes, labels, ... (one per image), "
+                        f"got {type(sample).__name__}")
+    is_pred = who.startswith("predictions")
+    keys = ["boxes", "labels"] + (["scores"] if is_pred else []) + (["masks"] if need_masks
+                                                                      else [])
+    missing = [k for k in keys if k not in sample]
+    if missing:
+        hint = "" if is_pred or "instance_masks" not in sample else \
+            " (a Shapes sample calls them instance_masks: pass them as masks)"
+        raise ValueError(f"{op}: {who} has no {', '.join(missing)}{hint}")
+    arrays = {k: _instance_array(op, sample[k], f"{who}['{k}']") for k in keys}
+
+    boxes = arrays["boxes"].astype(np.float64)
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"{op}: {who}['boxes'] must have shape (K, 4) = (x1, y1, x2, y2) "
+                         f"rows, got shape {boxes.shape}")
+    K = len(boxes)
+    bad = ~np.isfinite(boxes).all(axis=1) | (boxes[:, 2:] < boxes[:, :2]).any(axis=1)
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"{op}: {who}['boxes'][{k}] = {boxes[k].tolist()} must be finite "
+                         f"(x1, y1, x2, y2) with x2 >= x1 and y2 >= y1")
+    labels = arrays["labels"]
+    if labels.dtype.kind not in "iu" or labels.shape != (K,):
+        raise ValueError(f"{op}: {who}['labels'] must be {K} integer class ids, one per box; "
+                         f"got dtype {labels.dtype} shape {labels.shape}")
+    if K and labels.min() < 0:
+        raise ValueError(f"{op}: {who}['labels'] contains {labels.min()}; class ids must be "
+                         f">= 0")
+    scores = None
+    if is_pred:
+        scores = arrays["scores"].astype(np.float64)
+        if scores.shape != (K,):
+            raise ValueError(f"{op}: {who}['scores'] must have shape ({K},), one per box, got "
+                             f"{scores.shape}")
+        if not np.isfinite(scores).all():
+            raise ValueError(f"{op}: {who}['scores'] must be finite, got "
+                             f"{scores[~np.isfinite(scores)][0]} (NaN has no place in a ranking)")
+    masks = None
+    if need_masks:
+        masks = arrays["masks"]
+        if masks.ndim != 3 or len(masks) != K:
+            raise ValueError(f"{op}: {who}['masks'] must have shape ({K}, H, W), one per box, "
+                             f"got {masks.shape}")
+        if masks.dtype != bool and masks.size:
+            lo, hi = masks.min(), masks.max()
+            if is_pred and not 0 <= lo <= hi <= 1:
+                raise ValueError(f"{op}: {who}['masks'] must be bool or probabilities in [0, 1], "
+                                 f"got values in [{lo}, {hi}] (logits? apply a sigmoid first)")
+            if not is_pred and not np.isin(masks, (0, 1)).all():
+                raise ValueError(f"{op}: {who}['masks'] must be bool (or 0/1), got values in "
+                                 f"[{lo}, {hi}]")
+        # A predicted mask covers the pixels of probability >= 0.5 (torchvision's COCO
+        # evaluation binarises the same way).
+        masks = masks >= 0.5 if is_pred else masks.astype(bool)
+    return boxes, labels.astype(np.int64), scores, masks
+
+
+def _check_area_ranges(op, area_ranges):
+    """The dict of :func:`coco_area_ranges` as a (4, 2) float array in AREA_NAMES order."""
+    if not isinstance(area_ranges, dict) or set(area_ranges) != set(AREA_NAMES):
+        got = sorted(area_ranges) if isinstance(area_ranges, dict) else type(area_ranges).__name__
+        raise ValueError(f"{op}: area_ranges must be a dict with keys {list(AREA_NAMES)}, got "
+                         f"{got} (see coco_area_ranges)")
+    out = np.zeros((len(AREA_NAMES), 2))
+    for a, name in enumerate(AREA_NAMES):
+        try:
+            lo, hi = (float(v) for v in area_ranges[name])
+        except (TypeError, ValueError):
+            lo = hi = float("nan")
+        if not 0 <= lo <= hi:
+            raise ValueError(f"{op}: area_ranges[{name!r}] must be a pair (low, high) with "
+                             f"0 <= low <= high, got {area_ranges[name]!r}")
+        out[a] = lo, hi
+    return out
+
+
+class InstanceAP:
+    """COCO-style box and mask average precision, accumulated over a dataset batch by batch.
+
+    Parameters
+    ----------
+    iou_types : sequence of {"box", "mask"}
+        Which overlaps to score: box IoU, mask IoU, or both.
+    max_detections : int
+        Detections kept per image and class, the highest scores first (COCO: 100).
+    area_ranges : dict, optional
+        ``{"all", "small", "medium", "large"}`` -> ``(low, high)`` object areas in px².
+        Default: :func:`coco_area_ranges` of the images' longer side (then every image must
+        have the size of the first).
+
+    Notes
+    -----
+    This is COCOeval's protocol (pycocotools; Lin et al., "Microsoft COCO: Common Objects in
+    Context", ECCV 2014), step by step, and it gives the same numbers:
+
+    1. **Per image and class** (:meth:`update`): sort the detections by score (a stable sort)
+       and keep the first ``max_detections``; compute the IoU of every detection with every
+       ground truth — boxes: ``|A ∩ B| / |A ∪ B|`` with widths ``x2 − x1``; masks: pixel
+       counts, a predicted mask being its pixels of probability >= 0.5. For each area range
+       and each IoU threshold ``t`` in 0.50, 0.55, .., 0.95, match greedily
+       (:func:`coco_match`).
+    2. **Ignore what the range does not cover.** A ground truth whose area (its mask's pixel
+       count, for box AP too, like COCO's ``area`` field) is outside the range is ignored;
+       so is a detection matched to an ignored ground truth, and an unmatched detection
+       whose own area (mask pixels for mask AP, box ``w·h`` for box AP) is outside the
+       range. Ignored ones count neither as hits nor as misses.
+    3. **Per class, over the whole dataset** (:meth:`summary`): pool the class's detections
+       from every image, sort them by score, and walk down the list: a matched one is a true
+       positive, an unmatched one a false positive. After each detection,
+       ``recall = TP / G`` (``G`` = ground truths of the range) and
+       ``precision = TP / (TP + FP)``. Make precision non-increasing from the right (the best
+       precision at this recall or beyond), read it at recall 0, 0.01, .., 1 (the first
+       detection to reach that recall; 0 if never reached): AP is the mean of those 101
+       values.
+    4. **Average**: ``AP`` = the mean over the 10 thresholds and the classes; ``AP50``,
+       ``AP75`` = one threshold; ``APs``, ``APm``, ``APl`` = the other ranges. A class with no
+       ground truth in the range has no AP (COCO's -1) and stays out of the mean; a result
+       with no class at all is -1.
+
+    COCOeval evaluates each (image, class) pair on its own, so ``max_detections`` caps each
+    class of each image, not the image as a whole.
+
+    Examples
+    --------
+    >>> masks = np.zeros((1, 64, 64), bool); masks[0, 10:30, 10:20] = True
+    >>> target = {"boxes": np.array([[10., 10., 20., 30.]]), "labels": np.array([1]),
+    ...           "masks": masks}
+    >>> pred = dict(target, scores=np.array([0.9]))
+    >>> metric = InstanceAP()
+    >>> metric.update([pred], [target])
+    >>> ap = metric.summary()
+    >>> round(ap["mask"]["AP"], 12), ap["box"]["APs"]      # no small object: APs undefined
+    (1.0, -1.0)
+    """
+
+    def __init__(self, iou_types=IOU_TYPES, max_detections=100, area_ranges=None):
+        op = "InstanceAP"
+        if not isinstance(iou_types, (list, tuple)) or not all(t in IOU_TYPES for t in iou_types) \
+                or not len(iou_types) or len(set(iou_types)) != len(iou_types):
+            raise ValueError(f"{op}: iou_types must be a non-empty sequence of distinct names "
+                             f"from {IOU_TYPES}, got {iou_types!r}")
+        if isinstance(max_detections, bool) or not isinstance(max_detections, (int, np.integer)) \
+                or max_detections < 1:
+            raise ValueError(f"{op}: max_detections must be a positive int, got "
+                             f"{max_detections!r}")
+        self.iou_types = tuple(iou_types)
+        self.max_detections = int(max_detections)
+        self.area_ranges = area_ranges
+        self._fixed_ranges = None if area_ranges is None else _check_area_ranges(op, area_ranges)
+        self.reset()
+
+    def reset(self):
+        """Forget every image seen (e.g. before a new evaluation pass)."""
+        # _records[kind][c]: one (scores (D,), matched (A, T, D), ignored (A, T, D)) per image
+        # that has detections or ground truths of class c; _num_gt[c]: (A,) ground truths of
+        # class c inside each area range.
+        self._records = {kind: {} for kind in self.iou_types}
+        self._num_gt = {}
+        self._ranges = self._fixed_ranges
+        self._image_size = None
+        self.num_images = 0
+
+    def update(self, predictions, targets):
+        """Match one batch of images' detections to their ground truths.
+
+        Parameters
+        ----------
+        predictions : list of dict, one per image
+            ``boxes`` (K, 4) float ``(x1, y1, x2, y2)`` in pixel-edge coordinates, ``labels``
+            (K,) int, ``scores`` (K,) float, and ``masks`` (K, H, W) float in [0, 1] or bool
+            (needed for mask AP) — what an instance model's eval forward returns.
+        targets : list of dict, one per image
+            ``boxes`` (G, 4), ``labels`` (G,), ``masks`` (G, H, W) bool (always needed: an
+            object's area is its mask's pixel count) — a :class:`edu_seg.data.Shapes` sample's
+            ``boxes``, ``labels`` and ``instance_masks``.
+
+        Raises
+        ------
+        ValueError
+            The lists differ in length; a dict misses a key; ``boxes``, ``labels``,
+            ``scores``, ``masks`` disagree on ``K``; a box is not finite or has ``x2 < x1``;
+            a label is negative; a score is NaN; predicted masks are outside [0, 1]; a
+            prediction's masks differ in size from its target's.
+        """
+        op = "InstanceAP.update"
+        for name, value in (("predictions", predictions), ("targets", targets)):
+            if not isinstance(value, (list, tuple)):
+                raise TypeError(f"{op}: {name} must be a list with one dict per image, got "
+                                f"{type(value).__name__}")
+        if len(predictions) != len(targets):
+            raise ValueError(f"{op}: got {len(predictions)} predictions for {len(targets)} "
+                             f"targets; pass one of each per image")
+        need_pred_masks = "mask" in self.iou_types
+        images = []                          # check the whole batch before recording any of it
+        for i, (pred, target) in enumerate(zip(predictions, targets)):
+            p = _instance_inputs(op, pred, f"predictions[{i}]", need_pred_masks)
+            t = _instance_inputs(op, target, f"targets[{i}]", True)
+            if need_pred_masks and p[3].shape[1:] != t[3].shape[1:]:
+                raise ValueError(f"{op}: predictions[{i}]['masks'] are {p[3].shape[1:]} pixels "
+                                 f"but targets[{i}]['masks'] are {t[3].shape[1:]}")
+            images.append((p, t))
+        for p, t in images:
+            self._add_image(p, t)
+
+    def _ranges_for(self, image_size):
+        """The (4, 2) area ranges, fixed by the first image unless given."""
+        if self._image_size is None:
+            self._image_size = image_size
+            if self._ranges is None:
+                self._ranges = _check_area_ranges("InstanceAP",
+                                                  coco_area_ranges(tuple(image_size)))
+        elif self.area_ranges is None and image_size != self._image_size:
+            raise ValueError(f"InstanceAP.update: an image of {image_size} pixels after images "
+                             f"of {self._image_size}; the default area ranges follow the image "
+                             f"size, so pass area_ranges=coco_area_ranges(S) for one S")
+        return self._ranges
+
+    def _add_image(self, pred, target):
+        """Match one checked image, class by class, and record the outcome."""
+        boxes, labels, scores, masks = pred
+        gt_boxes, gt_labels, _, gt_masks = target
+        ranges = self._ranges_for(gt_masks.shape[1:])
+        lo, hi = ranges[:, :1], ranges[:, 1:]                     # (A, 1) each
+
+        def outside(area):                                        # (N,) -> (A, N)
+            return (area < lo) | (area > hi)
+
+        pixels = gt_masks.shape[1] * gt_masks.shape[2]
+        flat_gt = gt_masks.reshape(len(gt_masks), pixels).astype(np.float64)
+        gt_area = flat_gt.sum(axis=1)          # COCO's "area": the mask's pixel count
+        gt_ignore = outside(gt_area)
+        order = np.argsort(-scores, kind="mergesort")             # highest score first, stable
+        for c in np.union1d(labels, gt_labels):
+            d = order[labels[order] == c][:self.max_detections]
+            g = np.flatnonzero(gt_labels == c)
+            self._num_gt[c] = self._num_gt.get(c, 0) + (~gt_ignore[:, g]).sum(axis=1)
+            for kind in self.iou_types:
+                if kind == "box":
+                    ious, det_area = box_iou(boxes[d], gt_boxes[g]), box_area(boxes[d])
+                else:
+                    flat = masks[d].reshape(len(d), pixels).astype(np.float64)
+                    inter = flat @ flat_gt[g].T                   # (D, G) pixel counts
+                    det_area = flat.sum(axis=1)
+                    union = det_area[:, None] + gt_area[g] - inter
+                    ious = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+                match = _coco_match(ious, gt_ignore[:, g], COCO_IOU_THRESHOLDS)
+                matched = match >= 0
+                # Taking an ignored ground truth makes the detection ignored too; so does
+                # matching nothing while being outside the range itself.
+                took_ignored = np.zeros_like(matched)
+                if len(g):                    # the ignore flag of the ground truth taken
+                    took_ignored = matched & np.take_along_axis(
+                        gt_ignore[:, g][:, None, :], np.maximum(match, 0), axis=2)
+                ignored = took_ignored | (~matched & outside(det_area)[:, None, :])
+                self._records[kind].setdefault(c, []).append((scores[d], matched, ignored))
+        self.num_images += 1
+
+    def precision(self, iou_type):
+        """COCO's precision table for one IoU type.
+
+        Returns
+        -------
+        classes : (C,) int64
+            The class ids seen (in ground truths or detections), ascending.
+        precision : (T, R, C, A) float
+            Interpolated precision at IoU threshold ``T`` (:data:`COCO_IOU_THRESHOLDS`),
+            recall point ``R`` (:data:`COCO_RECALL_POINTS`), class and area range
+            (:data:`AREA_NAMES`); -1 where the class has no ground truth in the range.
+        """
+        if iou_type not in self.iou_types:
+            raise ValueError(f"InstanceAP.precision: iou_type must be one of {self.iou_types}, "
+                             f"got {iou_type!r}")
+        classes = np.array(sorted(self._num_gt), dtype=np.int64)
+        table = -np.ones((len(COCO_IOU_THRESHOLDS), len(COCO_RECALL_POINTS), len(classes),
+                          len(AREA_NAMES)))
+        for k, c in enumerate(classes):
+            records = self._records[iou_type][c]
+            scores = np.concatenate([r[0] for r in records])
+            for a in range(len(AREA_NAMES)):
+                if self._num_gt[c][a] == 0:
+                    continue
+                matched = np.concatenate([r[1][a] for r in records], axis=1)
+                ignored = np.concatenate([r[2][a] for r in records], axis=1)
+                table[:, :, k, a] = _interpolated_precision(scores, matched, ignored,
+                                                            self._num_gt[c][a])
+        return classes, table
+
+    def summary(self):
+        """COCO's six AP numbers per IoU type.
+
+        Returns
+        -------
+        dict
+            ``{"box": {"AP", "AP50", "AP75", "APs", "APm", "APl"}, "mask": {...}}`` (the
+            ``iou_types`` asked for) of floats in [0, 1]; -1 where no class has a ground truth
+            to score (e.g. ``APl`` when no object is large).
+        """
+        def mean(values):                   # -1 marks "undefined" and stays out of the mean
+            values = values[values > -1]
+            return float(values.mean()) if values.size else -1.0
+
+        out = {}
+        for kind in self.iou_types:
+            p = self.precision(kind)[1]                           # (T, R, C, A)
+            # COCO_IOU_THRESHOLDS[0] is 0.50 and [5] is 0.75.
+            out[kind] = {"AP": mean(p[..., 0]), "AP50": mean(p[0, ..., 0]),
+                         "AP75": mean(p[5, ..., 0]), "APs": mean(p[..., 1]),
+                         "APm": mean(p[..., 2]), "APl": mean(p[..., 3])}
+        return out
+
+    def __repr__(self):
+        return (f"InstanceAP(iou_types={self.iou_types}, max_detections={self.max_detections}, "
+                f"images={self.num_images})")
+
+
+def instance_average_precision(predictions, targets, iou_types=IOU_TYPES, max_detections=100,
+                               area_ranges=None):
+    """COCO box and mask AP of a list of images' detections in one call.
+
+    One :class:`InstanceAP` update (see it for the protocol); an evaluation loop over
+    batches uses :class:`InstanceAP` itself.
+
+    Parameters
+    ----------
+    predictions : list of dict, one per image
+        ``boxes`` (K, 4), ``labels`` (K,), ``scores`` (K,), ``masks`` (K, H, W) in [0, 1]
+        (see :meth:`InstanceAP.update`).
+    targets : list of dict, one per image
+        ``boxes`` (G, 4), ``labels`` (G,), ``masks`` (G, H, W) bool.
+    iou_types, max_detections, area_ranges
+        As for :class:`InstanceAP`.
+
+    Returns
+    -------
+    dict
+        ``{"box": {"AP", "AP50", "AP75", "APs", "APm", "APl"}, "mask": {...}}``, -1 where
+        undefined (:meth:`InstanceAP.summary`).
+
+    Examples
+    --------
+    >>> masks = np.zeros((1, 64, 64), bool); masks[0, 10:30, 10:20] = True
+    >>> target = {"boxes": np.array([[10., 10., 20., 30.]]), "labels": np.array([1]),
+    ...           "masks": masks}
+    >>> miss = {"boxes": np.array([[40., 40., 50., 60.]]), "labels": np.array([1]),
+    ...         "scores": np.array([0.9]), "masks": np.roll(masks, 30, axis=(1, 2))}
+    >>> instance_average_precision([miss], [target])["box"]["AP"]
+    0.0
+    """
+    metric = InstanceAP(iou_types, max_detections, area_ranges)
+    metric.update(predictions, targets)
+    return metric.summary()
+
+
+def format_instance_ap(results):
+    """One line per IoU type: ``box AP 0.512 AP50 0.804 AP75 0.553`` (``-`` when undefined).
+
+    Parameters
+    ----------
+    results : dict
+        What :meth:`InstanceAP.summary` or :func:`instance_average_precision` returns.
+
+    Examples
+    --------
+    >>> print(format_instance_ap({"mask": {"AP": 0.5, "AP50": 0.75, "AP75": -1.0}}))
+    mask AP 0.500 AP50 0.750 AP75 -
+    """
+    if not isinstance(results, dict) or not all(
+            isinstance(v, dict) and {"AP", "AP50", "AP75"} <= set(v) for v in results.values()):
+        raise ValueError("format_instance_ap: results must map an IoU type to a dict with "
+                         "AP, AP50 and AP75, as InstanceAP.summary() returns")
+    return "\n".join(f"{kind} " + " ".join(
+        f"{key} {'-' if stats[key] < 0 else format(stats[key], '.3f')}"
+        for key in ("AP", "AP50", "AP75")) for kind, stats in results.items())
