@@ -174,6 +174,7 @@ def run_training(model_name, model_config, data, epochs, batch_size, lr, out, op
         command that resumes from it (also for the demo, whose settings it spells out).
     """
     from . import models
+    from .metrics import format_instance_ap
     from .train import TrainConfig, Trainer, seed_everything
     from .viz.training import plot_run
 
@@ -235,19 +236,25 @@ def run_training(model_name, model_config, data, epochs, batch_size, lr, out, op
             from None
     seconds = time.perf_counter() - start
     print(f"training, validation and plots took {seconds:.0f} s")
+    semantic = model.task == "semantic"
     if val_set is not None:
         if trainer.val_scores is None:                    # resumed after the last epoch
             trainer.val_scores = trainer.evaluate(val_set)
         scores = trainer.val_scores
-        print(f"\nvalidation after epoch {trainer.epoch}: mIoU {scores['miou']:.4f}, "
-              f"pixel accuracy {scores['pixel_acc']:.4f}")
-        print(scores["confusion"].table(trainer.class_names))
+        if semantic:
+            print(f"\nvalidation after epoch {trainer.epoch}: mIoU {scores['miou']:.4f}, "
+                  f"pixel accuracy {scores['pixel_acc']:.4f}")
+            print(scores["confusion"].table(trainer.class_names))
+        else:
+            print(f"\nvalidation after epoch {trainer.epoch} ({len(val_set)} images):")
+            print(format_instance_ap(scores.summary()))
     out = Path(out)
-    print("\ncheckpoints: " + (f"{out / 'best.npz'} (best validation mIoU), "
+    best = "mIoU" if semantic else "mask AP"
+    print("\ncheckpoints: " + (f"{out / 'best.npz'} (best validation {best}), "
                                 if val_set is not None else "") + f"{out / 'last.npz'}")
     print(f"history    : {out / 'history.json'} (compare runs: edu-seg compare DIR DIR ...)")
     print(f"plots      : {out / 'curves.png'}, {out / 'predictions.png'}"
-          + (f", {out / 'confusion.png'}" if val_set is not None else ""))
+          + (f", {out / 'confusion.png'}" if val_set is not None and semantic else ""))
     return trainer
 
 
@@ -338,7 +345,8 @@ def cmd_compare(args):
 
 
 def cmd_eval(args):
-    from .train import evaluate, load_checkpoint
+    from .metrics import format_instance_ap
+    from .train import evaluate, evaluate_instances, load_checkpoint
 
     _setup(args)
     ckpt = load_checkpoint(args.checkpoint)
@@ -363,9 +371,17 @@ def cmd_eval(args):
                          f"would be scored against the wrong names. Evaluate on data with the "
                          f"same class_dict.csv (same names, same order)")
     class_names = trained_on or data_names
-    scores = evaluate(ckpt.model, dataset)
     print(f"{args.checkpoint}: {ckpt.model_name} {ckpt.model_config}, "
           f"epoch {state.get('epoch', '?')}")
+    if ckpt.model.task == "instance":
+        if len(dataset) and "instance_masks" not in dataset[0]:
+            raise SystemExit(f"edu-seg eval: {ckpt.model_name} finds objects, and {spec} has no "
+                             f"per-object masks to score them against (a folder data set holds "
+                             f"class maps only); evaluate it on shapes data")
+        print(f"{len(dataset)} images:")
+        print(format_instance_ap(evaluate_instances(ckpt.model, dataset).summary()))
+        return 0
+    scores = evaluate(ckpt.model, dataset)
     print(f"{len(dataset)} images: mIoU {scores['miou']:.4f}, "
           f"pixel accuracy {scores['pixel_acc']:.4f}")
     print(scores["confusion"].table(class_names))

@@ -13,8 +13,10 @@ One step is the same two calls for every model, because each model owns its loss
 
 The Trainer never looks inside ``outputs`` except to score the main class map for the running
 pixel accuracy; it logs every named term of the loss. Each epoch ends with an evaluation pass
-over the whole validation set, whose pixels are accumulated in one confusion matrix
-(:class:`edu_seg.metrics.ConfusionMatrix`) to give the mIoU.
+over the whole validation set: a semantic model's pixels are accumulated in one confusion
+matrix (:class:`edu_seg.metrics.ConfusionMatrix`) to give the mIoU; an instance model's
+detections are matched to the objects for COCO-style box and mask AP
+(:class:`edu_seg.metrics.InstanceAP`).
 
 Reproducibility: everything random is a pure function of ``TrainConfig.seed``: weight
 initialisation and dropout draw from the library's generator (seed it with
@@ -45,13 +47,14 @@ import numpy as np
 from . import models as _models
 from .autograd import Tensor, no_grad
 from .data import DataLoader
-from .metrics import ConfusionMatrix
+from .metrics import ConfusionMatrix, InstanceAP
 from .models.base import crop_target
 from .ops.loss import cross_entropy
 from .ops.misc import default_generator, manual_seed
 from .optim import SGD, Adam, AdamW, CosineLR, PolyLR
 
-__all__ = ["TrainConfig", "Trainer", "seed_everything", "evaluate", "predict",
+__all__ = ["TrainConfig", "Trainer", "seed_everything", "evaluate", "evaluate_instances",
+           "predict",
            "predict_probabilities", "save_checkpoint",
            "load_checkpoint", "CheckpointError", "NonFiniteLossError"]
 
@@ -146,13 +149,13 @@ class Trainer:
     ----------
     model : SegmentationModel
         A model of :mod:`edu_seg.models` (its name and config go into checkpoints). Semantic
-        and instance models (``model.task``) train through the same loop; only semantic ones
-        are validated (see :meth:`fit`).
+        and instance models (``model.task``) train through the same loop.
     train_data : dataset
         Items are dicts with ``image`` (3, H, W) float32 and ``mask`` (H, W) int (plus what
         the model's ``forward_train`` reads, e.g. boxes for an instance model).
     val_data : dataset, optional
-        Evaluated after every epoch; the best epoch by mIoU is saved as ``best.npz``.
+        Evaluated after every epoch; the best epoch by :attr:`score_key` (mIoU, or mask AP
+        for an instance model) is saved as ``best.npz``.
     config : TrainConfig
     out_dir : str or Path, optional
         Where ``last.npz``, ``best.npz`` and ``history.json`` go, rewritten after every
@@ -183,7 +186,9 @@ class Trainer:
         ``train_<name>`` for every term ``name`` of ``model.loss`` (``train_ce``,
         ``train_aux``, ...), all means over the epoch's images; ``train_pixel_acc`` (semantic
         models), ``images_per_s``, ``seconds`` (the training pass); with validation
-        ``val_loss`` (cross-entropy of the main scores), ``val_pixel_acc``, ``val_miou``.
+        ``val_loss`` (cross-entropy of the main scores), ``val_pixel_acc``, ``val_miou`` for a
+        semantic model, ``val_box_ap``, ``val_box_ap50``, ``val_box_ap75``, ``val_mask_ap``,
+        ``val_mask_ap50``, ``val_mask_ap75`` for an instance model.
     epoch : int
         Epochs finished so far.
     step : int
@@ -191,10 +196,13 @@ class Trainer:
     steps_per_epoch, total_steps, total_epochs : int
         Batches in one full epoch; steps and epochs of the whole run (see
         ``TrainConfig.steps``).
-    best_miou : float
-        The best validation mIoU so far (``best.npz`` holds that epoch's model).
-    val_scores : dict or None
-        What :func:`evaluate` returned on the validation set after the latest epoch.
+    score_key : str
+        The history key that picks the best epoch: ``"val_miou"``, or ``"val_mask_ap"`` for
+        an instance model.
+    best_score : float
+        Its best value so far (``best.npz`` holds that epoch's model).
+    val_scores : dict or InstanceAP or None
+        What :meth:`evaluate` returned on the validation set after the latest epoch.
     last_checkpoint : Path or None
         The newest checkpoint a resume can start from (``out_dir/last.npz``, or the file
         :meth:`resume` read), and ``last_checkpoint_epoch`` the epoch it holds: what to tell
@@ -230,7 +238,8 @@ class Trainer:
         self.history = []
         self.epoch = 0
         self.step = 0
-        self.best_miou = -math.inf
+        self.score_key = "val_miou" if model.task == "semantic" else "val_mask_ap"
+        self.best_score = -math.inf
         self.val_scores = None      # what evaluate() gave after the latest epoch
         self.last_checkpoint = None
         self.last_checkpoint_epoch = 0
@@ -269,11 +278,9 @@ class Trainer:
     def fit(self, epochs=None):
         """Train until the run's last epoch (or ``epochs`` more), evaluating after each.
 
-        After every epoch, in this order: validation (semantic models only: evaluating an
-        instance model needs box and mask matching, which :func:`evaluate` does not do, so
-        for them ``val_data`` is ignored and no ``best.npz`` is written), the history record,
-        ``best.npz``/``last.npz``/``history.json`` in ``out_dir``, the epoch's line (if
-        ``config.verbose``), then ``on_epoch_end``.
+        After every epoch, in this order: validation (if there is ``val_data``), the history
+        record, ``best.npz``/``last.npz``/``history.json`` in ``out_dir``, the epoch's line
+        (if ``config.verbose``), then ``on_epoch_end``.
 
         Returns
         -------
@@ -289,18 +296,17 @@ class Trainer:
         """
         last = self.total_epochs if epochs is None else min(self.epoch + epochs,
                                                              self.total_epochs)
-        validate = self.val_data is not None and self.model.task == "semantic"
+        validate = self.val_data is not None
         while self.epoch < last:
             record = self.train_one_epoch()
             if validate:
-                scores = self.val_scores = self.evaluate(self.val_data)
-                record.update(val_loss=scores["loss"], val_pixel_acc=scores["pixel_acc"],
-                              val_miou=scores["miou"])
+                self.val_scores = self.evaluate(self.val_data)
+                record.update(self.validation_record(self.val_scores))
             self.history.append(record)
             if self.out_dir is not None:
                 self.out_dir.mkdir(parents=True, exist_ok=True)
-                if validate and record["val_miou"] > self.best_miou:
-                    self.best_miou = record["val_miou"]
+                if validate and record[self.score_key] > self.best_score:
+                    self.best_score = record[self.score_key]
                     self.save(self.out_dir / "best.npz")
                 self.save(self.out_dir / "last.npz")
                 self.last_checkpoint = self.out_dir / "last.npz"
@@ -415,11 +421,26 @@ class Trainer:
             line += f"  acc {record['train_pixel_acc']:.3f}"
         if "val_miou" in record:
             line += f"  val loss {record['val_loss']:.4f}  val mIoU {record['val_miou']:.4f}"
+        if "val_mask_ap" in record:
+            line += (f"  val box AP {record['val_box_ap']:.3f}  val mask AP "
+                     f"{record['val_mask_ap']:.3f} (AP50 {record['val_mask_ap50']:.3f})")
         return line + f"  lr {record['lr']:.1e}  {record['seconds']:.0f} s"
 
     def evaluate(self, data):
-        """:func:`evaluate` the trainer's model on ``data`` with its batch size and ignore_index."""
+        """:func:`evaluate` (or :func:`evaluate_instances` for an instance model) the
+        trainer's model on ``data`` with its batch size."""
+        if self.model.task == "instance":
+            return evaluate_instances(self.model, data, self.config.batch_size)
         return evaluate(self.model, data, self.config.batch_size, self.config.ignore_index)
+
+    def validation_record(self, scores):
+        """The history entries of one validation pass (see :attr:`history`)."""
+        if self.model.task == "instance":
+            summary = scores.summary()
+            return {f"val_{task}_{name.lower()}": summary[task][name]
+                    for task in ("box", "mask") for name in ("AP", "AP50", "AP75")}
+        return {"val_loss": scores["loss"], "val_pixel_acc": scores["pixel_acc"],
+                "val_miou": scores["miou"]}
 
     # -------------------------------------------------------------------------- checkpoints
     def state(self):
@@ -429,7 +450,7 @@ class Trainer:
             "step": self.step,
             "config": dataclasses.asdict(self.config),
             "history": self.history,
-            "best_miou": None if self.best_miou == -math.inf else self.best_miou,
+            "best_score": None if self.best_score == -math.inf else self.best_score,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
             "rng": default_generator().bit_generator.state,
@@ -486,7 +507,9 @@ class Trainer:
         # checkpoints from before the step budget ran whole epochs only
         self.step = state.get("step", self.epoch * self.steps_per_epoch)
         self.history = state["history"]
-        self.best_miou = -math.inf if state["best_miou"] is None else state["best_miou"]
+        # checkpoints written before instance models had their best mIoU under this name
+        best = state.get("best_score", state.get("best_miou"))
+        self.best_score = -math.inf if best is None else best
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None:
             self.scheduler.load_state_dict(state["scheduler"])
@@ -519,6 +542,9 @@ def evaluate(model, data, batch_size=16, ignore_index=-100):
         class, NaN for classes absent from both ground truth and prediction) and
         ``confusion`` (the :class:`~edu_seg.metrics.ConfusionMatrix`).
     """
+    if model.task != "semantic":
+        raise ValueError(f"evaluate: {model.name} is an {model.task} model (one mask per "
+                         f"object, no class map); score it with evaluate_instances")
     was_training = model.training
     model.eval()
     cm = ConfusionMatrix(model.config.num_classes, ignore_index=ignore_index)
@@ -535,6 +561,38 @@ def evaluate(model, data, batch_size=16, ignore_index=-100):
     model.train(was_training)
     return {"loss": loss_sum / max(pixels, 1), "pixel_acc": cm.pixel_accuracy(),
             "miou": cm.miou(), "iou": cm.iou(), "confusion": cm}
+
+
+@no_grad()
+def evaluate_instances(model, data, batch_size=16):
+    """COCO-style box and mask AP of an instance model over ``data``.
+
+    The model runs in eval mode; its mode is restored afterwards.
+
+    Parameters
+    ----------
+    model : InstanceSegmentationModel
+    data : dataset
+        Items with ``image`` (3, H, W), ``boxes`` (G, 4), ``labels`` (G,) and
+        ``instance_masks`` (G, H, W), e.g. :class:`edu_seg.data.Shapes`.
+    batch_size : int
+
+    Returns
+    -------
+    InstanceAP
+        The filled accumulator (as :func:`evaluate` returns its confusion matrix):
+        ``.summary()`` gives ``{"box": {"AP", "AP50", "AP75", "APs", "APm", "APl"}, "mask":
+        {...}}`` (-1 where undefined), ``.precision("mask")`` the full precision table.
+    """
+    was_training = model.training
+    model.eval()
+    ap = InstanceAP()
+    for batch in DataLoader(data, batch_size=batch_size, shuffle=False):
+        detections = model(Tensor(batch["image"]))          # one dict per image
+        ap.update(detections, [{"boxes": b, "labels": c, "masks": m} for b, c, m in
+                               zip(batch["boxes"], batch["labels"], batch["instance_masks"])])
+    model.train(was_training)
+    return ap
 
 
 @no_grad()

@@ -15,7 +15,7 @@ from edu_seg.models.base import InstanceSegmentationModel
 from edu_seg.ops.loss import cross_entropy
 from edu_seg.ops.misc import default_generator
 from edu_seg.optim import Adam
-from edu_seg.train import (CheckpointError, NonFiniteLossError, TrainConfig, Trainer,
+from edu_seg.train import (CheckpointError, NonFiniteLossError, TrainConfig, Trainer, evaluate,
                            load_checkpoint, predict, save_checkpoint, seed_everything)
 from edu_seg.viz.training import plot_run
 
@@ -98,7 +98,7 @@ def test_fit_writes_history_checkpoints_and_plots(tmp_path):
         assert (tmp_path / name).stat().st_size > 0, name
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
     best = max(h["val_miou"] for h in history)
-    assert trainer.best_miou == best
+    assert trainer.best_score == best and trainer.score_key == "val_miou"
     doc = json.loads((tmp_path / "history.json").read_text())
     assert doc["model"] == "unet" and doc["total_epochs"] == 2 and doc["history"] == history
 
@@ -181,9 +181,9 @@ class _TwoLossInstanceModel(InstanceSegmentationModel):
         return {"loss_objectness": (y * y).mean(), "loss_mask": y.relu().mean()}
 
 
-def test_an_instance_model_trains_through_the_same_loop_without_validation(tmp_path):
+def test_an_instance_model_trains_through_the_same_loop(tmp_path):
     model = _TwoLossInstanceModel(_NumClasses(num_classes=4))
-    trainer = Trainer(model, Shapes(16, size=16), Shapes(8, size=16),
+    trainer = Trainer(model, Shapes(16, size=16), None,
                       TrainConfig(epochs=2, batch_size=8, progress=False, verbose=False))
     history = trainer.fit()
     assert {"train_loss", "train_loss_objectness", "train_loss_mask"} <= set(history[-1])
@@ -191,6 +191,24 @@ def test_an_instance_model_trains_through_the_same_loop_without_validation(tmp_p
     assert history[-1]["train_loss"] == pytest.approx(
         history[-1]["train_loss_objectness"] + history[-1]["train_loss_mask"])
     assert trainer.val_scores is None
+
+
+def test_an_instance_model_is_validated_by_box_and_mask_ap(tmp_path):
+    edu_seg.nn.init.manual_seed(0)
+    model = models.create("mask_rcnn", num_classes=4)
+    trainer = Trainer(model, Shapes(8, seed=0), Shapes(4, seed=1),
+                      TrainConfig(steps=2, batch_size=4, progress=False), out_dir=tmp_path)
+    history = trainer.fit()
+    assert trainer.score_key == "val_mask_ap"
+    for task in ("box", "mask"):
+        for name in ("AP", "AP50", "AP75"):
+            assert history[-1][f"val_{task}_{name.lower()}"] == \
+                trainer.val_scores.summary()[task][name]
+    assert trainer.best_score == max(h["val_mask_ap"] for h in history)
+    assert (tmp_path / "best.npz").exists()
+    assert "val mask AP" in trainer.epoch_line(history[-1])
+    with pytest.raises(ValueError, match="score it with evaluate_instances"):
+        evaluate(model, Shapes(4, seed=1))
 
 
 def test_evaluate_uses_one_confusion_matrix_over_the_whole_set():
