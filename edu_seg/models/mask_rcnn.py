@@ -301,13 +301,14 @@ class MaskRCNN(InstanceSegmentationModel):
                                               self.config.aspect_ratios)
         return self._anchors[key]
 
-    def roi_features(self, features, rois, size):
-        """``size x size`` features of each RoI by the configured op: (R, D, size, size).
+    def roi_features(self, features, rois, size, op=None):
+        """``size x size`` features of each RoI: (R, D, size, size).
 
-        rois: (R, 5) ``(batch_index, x1, y1, x2, y2)`` in image pixels.
+        rois: (R, 5) ``(batch_index, x1, y1, x2, y2)`` in image pixels. ``op`` ("align" or
+        "pool") overrides the configured ``roi_op`` (to compare the two on one model).
         """
         scale = 1.0 / self.feature_stride
-        if self.config.roi_op == "align":
+        if (op or self.config.roi_op) == "align":
             return roi_align(features, rois, size, spatial_scale=scale, sampling_ratio=2,
                              aligned=True)
         return roi_pool(features, rois, size, spatial_scale=scale)
@@ -323,13 +324,23 @@ class MaskRCNN(InstanceSegmentationModel):
         c, stage = self.config, 0 if self.training else 1
         proposals = []
         for logits, d in zip(objectness, deltas):
-            top = np.argsort(-logits, kind="stable")[:c.rpn_pre_nms[stage]]
-            boxes = clip_boxes(decode_boxes(d[top], anchors[top]), image_size)
-            wide = (boxes[:, 2] - boxes[:, 0] > 1e-3) & (boxes[:, 3] - boxes[:, 1] > 1e-3)
-            boxes, scores = boxes[wide], logits[top][wide]
+            boxes, scores = self.top_anchor_boxes(logits, d, anchors, image_size)
             keep = nms(boxes, scores, c.rpn_nms_threshold)[:c.rpn_post_nms[stage]]
             proposals.append(boxes[keep])
         return proposals
+
+    def top_anchor_boxes(self, logits, deltas, anchors, image_size):
+        """One image's proposals BEFORE NMS: the ``rpn_pre_nms`` anchors of highest
+        objectness, moved by their deltas and clipped; boxes of no width or height dropped.
+
+        logits: (M,); deltas: (M, 4); anchors: (M, 4). Returns boxes (P, 4) and their
+        logits (P,), best first.
+        """
+        top = np.argsort(-logits, kind="stable")[:self.config.rpn_pre_nms[0 if self.training
+                                                                          else 1]]
+        boxes = clip_boxes(decode_boxes(deltas[top], anchors[top]), image_size)
+        wide = (boxes[:, 2] - boxes[:, 0] > 1e-3) & (boxes[:, 3] - boxes[:, 1] > 1e-3)
+        return boxes[wide], logits[top][wide]
 
     # ------------------------------------------------------------------------ forward
     def forward(self, x, targets=None):
@@ -339,15 +350,23 @@ class MaskRCNN(InstanceSegmentationModel):
             raise ValueError("mask_rcnn: in training mode forward needs targets (one dict of "
                              "boxes, labels, masks per image); call model.eval() to detect")
         image_size = x.shape[-2:]
-        features = self.neck(self.backbone.features(x))     # (N, D, H/4, W/4)
-        objectness, deltas = self.rpn(features)              # (N, M), (N, M, 4)
-        anchors = self.anchors(features.shape[-2:])          # (M, 4)
+        features, objectness, deltas, anchors = self.first_stage(x)
         proposals = self.propose(objectness.data, deltas.data, anchors, image_size)
         if not self.training:
             return self.detect(features, proposals, image_size)
         losses = self.rpn_losses(objectness, deltas, anchors, targets)
         losses.update(self.head_losses(features, proposals, targets))
         return losses
+
+    def first_stage(self, x):
+        """The shared features and the RPN's outputs for images x: (N, C, H, W).
+
+        Returns features (N, D, H/4, W/4), objectness logits (N, M), deltas (N, M, 4) and
+        the anchors (M, 4) they refer to (M = H/4 · W/4 · A).
+        """
+        features = self.neck(self.backbone.features(x))     # (N, D, H/4, W/4)
+        objectness, deltas = self.rpn(features)              # (N, M), (N, M, 4)
+        return features, objectness, deltas, self.anchors(features.shape[-2:])
 
     # ------------------------------------------------------------------------ training
     def rpn_losses(self, objectness, deltas, anchors, targets):

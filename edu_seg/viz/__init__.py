@@ -10,9 +10,14 @@
 - :mod:`edu_seg.viz.fcn`: chapter 6 (unpooling by indices, gridding, the dense CRF).
 - :mod:`edu_seg.viz.sota`: chapter 8 (pyramid bins, ASPP's taps, idea-vs-ablation bars).
 - :mod:`edu_seg.viz.speed`: chapter 9 (the zoo's speed against its accuracy).
+- :mod:`edu_seg.viz.detection`: chapter 5 (detections, anchors, proposals, sampled RoIs,
+  RoI ops on real features, the mask head), drawn from Mask R-CNN's own code.
 """
 from .conv_anim import (animate_conv, animate_transposed_scatter, conv_index_map, show_step,
                         show_transposed_views, transposed_scatter_map)
+from .detection import (draw_detections, render_detections, show_anchors, show_detections,
+                        show_mask_head, show_proposals, show_roi_ops_on_features,
+                        show_sampled_rois)
 from .fcn import plot_crf_comparison, plot_gridding, plot_unpooling
 from .palette import IGNORE_COLOR, PALETTE, colorize
 from .receptive_field import dilated_stack, layer_arithmetic, plot_receptive_fields, receptive_field
@@ -30,4 +35,6 @@ __all__ = ["PALETTE", "IGNORE_COLOR", "colorize", "overlay", "plot_history", "pl
            "roi_sampling", "roi_sampling_geometry", "show_segmentation", "show_tasks",
            "loss_terms", "plot_compare", "plot_unpooling", "plot_gridding",
            "plot_crf_comparison", "plot_pyramid_bins", "atrous_taps", "plot_atrous_taps",
-           "plot_ablations", "plot_speed_accuracy"]
+           "plot_ablations", "plot_speed_accuracy", "draw_detections", "show_detections",
+           "render_detections", "show_anchors", "show_proposals", "show_sampled_rois",
+           "show_roi_ops_on_features", "show_mask_head"]
