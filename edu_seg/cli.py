@@ -403,6 +403,8 @@ def cmd_predict(args):
     except ValueError as exc:
         raise SystemExit(f"edu-seg predict: {exc}")
     image = rgb.transpose(2, 0, 1)[None]                                   # (1, 3, H, W)
+    if ckpt.model.task == "instance":
+        return _predict_instances(args, ckpt, image)
     if args.crf:
         from .crf import dense_crf
 
@@ -425,6 +427,37 @@ def cmd_predict(args):
     shares = ", ".join(f"{names[k] if k < len(names) else k}: {c / mask.size:.1%}"
                        for k, c in enumerate(counts) if c)
     print(f"wrote {', '.join(written)} ({mask.shape[1]}x{mask.shape[0]}; {shares})")
+    return 0
+
+
+def _predict_instances(args, ckpt, image):
+    """``edu-seg predict`` for an instance model: a drawing of its objects, and optionally
+    their ids (one grey level per object, 0 = none) with ``--ids``."""
+    from PIL import Image
+
+    from .train import detect
+    from .viz.detection import render_detections
+
+    for flag in ("overlay", "crf"):
+        if getattr(args, flag):
+            raise SystemExit(f"edu-seg predict: --{flag} is for semantic models; "
+                             f"{ckpt.model_name} finds objects, and --out already draws their "
+                             f"masks over the image")
+    (found,) = detect(ckpt.model, image)
+    names = (ckpt.train_state or {}).get("class_names")
+    Image.fromarray(render_detections(image[0], found, names)).save(args.out)
+    written = [str(args.out)]
+    kept = np.flatnonzero(found["scores"] >= 0.5)        # what the drawing shows
+    if args.ids:           # later (less confident) objects never paint over earlier ones
+        ids = np.zeros(image.shape[-2:], np.uint8 if len(kept) < 256 else np.uint16)
+        for n, k in reversed(list(enumerate(kept, start=1))):
+            ids[found["masks"][k] >= 0.5] = n
+        Image.fromarray(ids).save(args.ids)
+        written.append(str(args.ids))
+    label = (lambda c: names[c] if names and c < len(names) else str(c))
+    objects = ", ".join(f"{label(found['labels'][k])} {found['scores'][k]:.2f}" for k in kept)
+    print(f"wrote {', '.join(written)} ({image.shape[3]}x{image.shape[2]}; {len(kept)} objects "
+          f"with score >= 0.5{': ' + objects if objects else ''})")
     return 0
 
 
@@ -506,11 +539,13 @@ def build_parser():
     p = sub.add_parser("predict", help="segment one image into a colour-coded label PNG")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--image", required=True, help="input image (PNG, JPEG, ...)")
-    p.add_argument("--out", required=True, help="output label PNG, painted in the class colours")
+    p.add_argument("--out", required=True, help="output label PNG, painted in the class colours "
+                   "(an instance model: the image with its objects' boxes, classes, scores "
+                   "and masks)")
     p.add_argument("--overlay", metavar="PNG", help="also write the labels blended over the "
                    "image")
     p.add_argument("--ids", metavar="PNG", help="also write the raw class ids (one grey level "
-                   "per class: 0, 1, 2, ...)")
+                   "per class: 0, 1, 2, ...; an instance model: one per object, 0 = none)")
     p.add_argument("--crf", action="store_true", help="refine the model's probabilities with "
                    "the fully connected CRF (edu_seg.crf.dense_crf, default parameters) "
                    "before taking the argmax")

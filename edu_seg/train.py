@@ -54,7 +54,7 @@ from .ops.misc import default_generator, manual_seed
 from .optim import SGD, Adam, AdamW, CosineLR, PolyLR
 
 __all__ = ["TrainConfig", "Trainer", "seed_everything", "evaluate", "evaluate_instances",
-           "predict",
+           "predict", "detect",
            "predict_probabilities", "save_checkpoint",
            "load_checkpoint", "CheckpointError", "NonFiniteLossError"]
 
@@ -645,6 +645,42 @@ def predict(model, images, batch_size=16):
     array of int64, shape (N, H, W)
     """
     return predict_probabilities(model, images, batch_size).argmax(axis=1).astype(np.int64)
+
+
+@no_grad()
+def detect(model, images, batch_size=16):
+    """An instance model's objects in images of any size, in eval mode.
+
+    Each image is zero-padded at the bottom and right to a size the model accepts (a
+    multiple of its output stride), so the objects keep their coordinates; the masks are
+    cropped back and the boxes clipped to the image.
+
+    Parameters
+    ----------
+    model : InstanceSegmentationModel
+    images : array, shape (N, C, H, W) float32
+    batch_size : int
+
+    Returns
+    -------
+    list of N dicts
+        ``boxes`` (D, 4), ``labels`` (D,), ``scores`` (D,), ``masks`` (D, H, W) in [0, 1],
+        best first (see :class:`edu_seg.models.InstanceSegmentationModel`).
+    """
+    images = np.asarray(images)
+    N, _, H, W = images.shape
+    widths = ((0, 0), (0, 0), (0, model.input_size_for(H) - H), (0, model.input_size_for(W) - W))
+    was_training = model.training
+    model.eval()
+    found = []
+    for i in range(0, N, batch_size):
+        x = np.pad(images[i:i + batch_size], widths)
+        for d in model(Tensor(np.ascontiguousarray(x, dtype=np.float32))):
+            d["masks"] = np.ascontiguousarray(d["masks"][:, :H, :W])
+            d["boxes"] = np.minimum(d["boxes"], np.array([W, H, W, H], d["boxes"].dtype))
+            found.append(d)
+    model.train(was_training)
+    return found
 
 
 # ------------------------------------------------------------------------------ checkpoints

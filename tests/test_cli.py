@@ -2,6 +2,7 @@
 Ctrl-C and resume, and ``compare``, in process."""
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -71,6 +72,61 @@ def test_eval_prints_the_table(trained):
     result = edu_seg_cmd("eval", "--checkpoint", str(out / "best.npz"), cwd=out)
     assert result.returncode == 0, result.stderr
     assert "8 images: mIoU" in result.stdout and "background" in result.stdout
+
+
+@pytest.fixture(scope="module")
+def trained_instances(tmp_path_factory):
+    """Two steps of `edu-seg train --model mask_rcnn` on Shapes: the run directory, output."""
+    tmp = tmp_path_factory.mktemp("cli_instances")
+    out = tmp / "run"
+    result = edu_seg_cmd("train", "--model", "mask_rcnn", "--data", "shapes", "--steps", "2",
+                         "--batch-size", "4", "--out", str(out), "--train-samples", "8",
+                         "--val-samples", "4", "--no-progress", cwd=tmp)
+    assert result.returncode == 0, result.stderr
+    return out, result.stdout
+
+
+def test_train_an_instance_model_reports_box_and_mask_ap(trained_instances):
+    out, stdout = trained_instances
+    assert "val box AP" in stdout and "val mask AP" in stdout          # the epoch line
+    for task in ("mask", "box"):                                        # the final report
+        assert re.search(rf"^{task} AP (-|\d\.\d{{3}}) AP50 (-|\d\.\d{{3}}) AP75 "
+                         rf"(-|\d\.\d{{3}})$", stdout, re.M), stdout
+    assert "best validation mask AP" in stdout
+    for name in ("best.npz", "last.npz", "history.json", "curves.png", "predictions.png"):
+        assert (out / name).is_file(), name
+    assert not (out / "confusion.png").exists()
+
+
+def test_eval_an_instance_checkpoint_prints_one_line_per_task(trained_instances):
+    out, _ = trained_instances
+    result = edu_seg_cmd("eval", "--checkpoint", str(out / "last.npz"), cwd=out)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "4 images:" in lines
+    assert [line.split()[:2] for line in lines[-2:]] == [["box", "AP"], ["mask", "AP"]]
+
+
+def test_predict_with_an_instance_model_draws_its_objects(trained_instances, tmp_path):
+    from PIL import Image
+
+    from edu_seg.data import Shapes
+
+    image = (Shapes(1, size=40, seed=9)[0]["image"].transpose(1, 2, 0) * 255).astype(np.uint8)
+    Image.fromarray(image[:, :37]).save(tmp_path / "in.png")   # 40x37: padded to 64x64
+    out, _ = trained_instances
+    result = edu_seg_cmd("predict", "--checkpoint", str(out / "last.npz"), "--image",
+                         str(tmp_path / "in.png"), "--out", str(tmp_path / "objects.png"),
+                         "--ids", str(tmp_path / "ids.png"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "objects with score >= 0.5" in result.stdout
+    drawing = np.asarray(Image.open(tmp_path / "objects.png"))
+    assert drawing.shape == (4 * 40, 4 * 37, 3)                 # drawn 4x for readable tags
+    assert np.asarray(Image.open(tmp_path / "ids.png")).shape == (40, 37)
+    result = edu_seg_cmd("predict", "--checkpoint", str(out / "last.npz"), "--image",
+                         str(tmp_path / "in.png"), "--out", str(tmp_path / "x.png"), "--crf",
+                         cwd=tmp_path)
+    assert result.returncode != 0 and "--crf is for semantic models" in result.stderr
 
 
 def test_predict_with_a_corrupted_checkpoint_fails_cleanly(tmp_path):

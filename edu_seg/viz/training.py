@@ -54,7 +54,8 @@ def plot_history(history, path=None):
     history : list of dict
         One dict per epoch, as :attr:`edu_seg.train.Trainer.history` keeps them: ``epoch``,
         ``lr``, ``train_loss`` (the total), ``train_<term>`` per loss term and, when there
-        was a validation set, ``val_loss``, ``val_miou``, ``val_pixel_acc``.
+        was a validation set, ``val_loss``, ``val_miou``, ``val_pixel_acc`` (an instance
+        model: ``val_mask_ap``, ``val_mask_ap50``, ``val_box_ap``).
     path : str or Path, optional
         Where to write the PNG.
 
@@ -86,7 +87,9 @@ def plot_history(history, path=None):
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
     ax_loss.legend()
     for key, label in (("val_miou", "val mIoU"), ("val_pixel_acc", "val pixel accuracy"),
-                       ("train_pixel_acc", "train pixel accuracy")):
+                       ("train_pixel_acc", "train pixel accuracy"),
+                       ("val_mask_ap", "val mask AP"), ("val_mask_ap50", "val mask AP50"),
+                       ("val_box_ap", "val box AP")):
         draw(ax_score, key, label)
     ax_score.set(xlabel="epoch", ylim=(0, 1.01), title="scores")
     ax_score.grid(alpha=0.3)
@@ -243,8 +246,9 @@ def plot_run(trainer, out_dir=None, num_examples=6):
     """Write a training run's pictures: ``curves.png``, ``predictions.png``, ``confusion.png``.
 
     Also works as ``Trainer(..., on_epoch_end=plot_run)``, which redraws them after every
-    epoch. An instance model (``model.task == "instance"``) gets the curves only: its
-    predictions are boxes and masks per object, not one class map.
+    epoch. For an instance model (``model.task == "instance"``) ``predictions.png`` shows
+    its boxes and masks over the ground truth
+    (:func:`edu_seg.viz.detection.show_detections`) and there is no confusion matrix.
 
     Parameters
     ----------
@@ -260,19 +264,23 @@ def plot_run(trainer, out_dir=None, num_examples=6):
     dict
         Name -> path of each file written.
     """
-    from ..train import predict
+    from ..train import detect, predict
 
     out = Path(out_dir) if out_dir is not None else trainer.out_dir
     out.mkdir(parents=True, exist_ok=True)
     paths = {"curves": out / "curves.png"}
     plot_history(trainer.history, paths["curves"])
-    if trainer.model.task != "semantic":
-        return paths
     data = trainer.val_data if trainer.val_data is not None else trainer.train_data
     samples = [data[i] for i in range(min(num_examples, len(data)))]
     images = np.stack([s["image"] for s in samples])
-    masks = np.stack([s["mask"] for s in samples])
     paths["predictions"] = out / "predictions.png"
+    if trainer.model.task == "instance":          # boxes and masks per object, over the truth
+        from .detection import show_detections
+
+        _save(show_detections(images, detect(trainer.model, images), trainer.class_names,
+                              targets=samples), paths["predictions"])
+        return paths
+    masks = np.stack([s["mask"] for s in samples])
     # a FolderDataset's own class colours (class_dict.csv), as `edu-seg predict` paints them
     plot_predictions(images, masks, predict(trainer.model, images), trainer.class_names,
                      paths["predictions"], palette=getattr(data, "colours", None))
