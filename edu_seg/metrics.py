@@ -920,10 +920,7 @@ class InstanceAP:
             ``iou_types`` asked for) of floats in [0, 1]; -1 where no class has a ground truth
             to score (e.g. ``APl`` when no object is large).
         """
-        def mean(values):                   # -1 marks "undefined" and stays out of the mean
-            values = values[values > -1]
-            return float(values.mean()) if values.size else -1.0
-
+        mean = _mean_defined
         out = {}
         for kind in self.iou_types:
             p = self.precision(kind)[1]                           # (T, R, C, A)
@@ -933,9 +930,35 @@ class InstanceAP:
                          "APm": mean(p[..., 2]), "APl": mean(p[..., 3])}
         return out
 
+    def ap_by_threshold(self, iou_type, area="all"):
+        """AP at each IoU threshold separately: where in 0.50..0.95 a model loses.
+
+        Parameters
+        ----------
+        iou_type : {"box", "mask"}
+        area : one of :data:`AREA_NAMES`
+
+        Returns
+        -------
+        (T,) float array
+            AP at each of :data:`COCO_IOU_THRESHOLDS` (their mean is ``summary()``'s AP for
+            that area); -1 where undefined.
+        """
+        if area not in AREA_NAMES:
+            raise ValueError(f"InstanceAP.ap_by_threshold: area must be one of {AREA_NAMES}, "
+                             f"got {area!r}")
+        p = self.precision(iou_type)[1][..., AREA_NAMES.index(area)]   # (T, R, C)
+        return np.array([_mean_defined(p[t]) for t in range(len(p))])
+
     def __repr__(self):
         return (f"InstanceAP(iou_types={self.iou_types}, max_detections={self.max_detections}, "
                 f"images={self.num_images})")
+
+
+def _mean_defined(values):
+    """Mean of the entries that are not -1 (COCO's mark for "undefined"); -1 if none are."""
+    values = values[values > -1]
+    return float(values.mean()) if values.size else -1.0
 
 
 def instance_average_precision(predictions, targets, iou_types=IOU_TYPES, max_detections=100,

@@ -118,6 +118,19 @@ def test_iou_of_exactly_0_6_counts_for_thresholds_0_50_to_0_60():
         assert out[kind]["AP75"] == 0.0
 
 
+def test_ap_by_threshold_shows_where_a_detection_stops_counting():
+    # the IoU-0.6 case above, threshold by threshold: 1 up to 0.60, 0 from 0.65; the mean is AP
+    metric = InstanceAP()
+    metric.update([prediction((1, (0, 0, 10, 6), 0.9))], [target((1, (0, 0, 10, 10)))])
+    for kind in ("box", "mask"):
+        per = metric.ap_by_threshold(kind)
+        np.testing.assert_allclose(per, [1, 1, 1, 0, 0, 0, 0, 0, 0, 0], atol=1e-12)
+        assert per.mean() == pytest.approx(metric.summary()[kind]["AP"], abs=1e-12)
+    assert (metric.ap_by_threshold("mask", area="small") == -1).all()   # no small object
+    with pytest.raises(ValueError, match="area must be one of"):
+        metric.ap_by_threshold("mask", area="tiny")
+
+
 def test_class_confusion():
     # The right box with the wrong class finds nothing: class 1 is missed (AP 0), and class 2
     # has no ground truth, so it has no AP (-1) and stays out of the mean: AP = 0, not 0.5.
