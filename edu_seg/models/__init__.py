@@ -142,3 +142,4 @@ from . import bisenet  # noqa: E402,F401
 from . import dfn  # noqa: E402,F401
 from . import exfuse  # noqa: E402,F401
 from . import mask_rcnn  # noqa: E402,F401
+from . import rcnn_regions  # noqa: E402,F401
