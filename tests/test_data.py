@@ -4,8 +4,8 @@ import os
 import numpy as np
 import pytest
 
-from edu_seg.data import (SHAPES, VARIANTS, ColorJitter, Compose, DataLoader, FolderDataset,
-                          RandomCrop, RandomFlip, RandomScale, Shapes)
+from edu_seg.data import (NONCONVEX, SHAPES, VARIANTS, ColorJitter, Compose, DataLoader,
+                          FolderDataset, RandomCrop, RandomFlip, RandomScale, Shapes)
 from edu_seg.boxes import masks_to_boxes
 from edu_seg.data.folder import read_rgb
 from edu_seg.data.transforms import resize_bilinear, resize_nearest
@@ -186,11 +186,28 @@ def test_boundary_variant_objects_touch():
     assert scenes >= 80 and ok >= 0.95 * scenes
 
 
+def test_nonconvex_variant_objects_fill_half_their_box():
+    # What makes the variant useful for weak supervision: a filled box is a poor mask.
+    ds = Shapes(100, size=64, variant="nonconvex", seed=0)
+    assert ds.class_names == ["background", *NONCONVEX]
+    fill = {c: [] for c in range(1, 4)}
+    for i in range(len(ds)):
+        s = ds[i]
+        for m, (x1, y1, x2, y2), c in zip(s["instance_masks"], s["boxes"].astype(int),
+                                           s["labels"]):
+            if m.sum() >= 20:                      # occluded slivers say nothing
+                fill[int(c)].append(m.sum() / ((x2 - x1) * (y2 - y1)))
+    for c, values in fill.items():
+        assert len(values) >= 40 and 0.3 < np.median(values) < 0.65, (c, np.median(values))
+
+
 def test_shapes_validation():
     with pytest.raises(ValueError, match=r"variant must be one of"):
         Shapes(5, variant="tiny")
-    with pytest.raises(ValueError, match=r"supports num_classes up to 7, got 8"):
-        Shapes(5, num_classes=8)
+    with pytest.raises(ValueError, match=r"supports num_classes up to 8, got 9"):
+        Shapes(5, num_classes=9)
+    with pytest.raises(ValueError, match=r"supports num_classes up to 4, got 5"):
+        Shapes(5, num_classes=5, variant="nonconvex")
     with pytest.raises(ValueError, match=r"num_classes must be an int >= 3, got 2"):
         Shapes(5, num_classes=2, variant="context")
     with pytest.raises(ValueError, match=r"size must be an int >= 16, got 8"):

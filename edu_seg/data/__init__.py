@@ -13,8 +13,8 @@ Every dataset returns sample dicts with at least ``image`` (3, H, W) float32 in 
 """
 from .folder import FolderDataset
 from .loader import DataLoader
-from .shapes import SHAPES, VARIANTS, Shapes
+from .shapes import NONCONVEX, SHAPES, VARIANTS, Shapes
 from .transforms import ColorJitter, Compose, RandomCrop, RandomFlip, RandomScale
 
-__all__ = ["Shapes", "SHAPES", "VARIANTS", "FolderDataset", "DataLoader",
+__all__ = ["Shapes", "SHAPES", "NONCONVEX", "VARIANTS", "FolderDataset", "DataLoader",
            "Compose", "RandomFlip", "RandomCrop", "RandomScale", "ColorJitter"]

@@ -30,6 +30,11 @@ stress exactly one idea. Each *variant* below is built so that one idea decides 
     their pixels are adjacent), and all objects of an image share one hue with only small
     differences in saturation and brightness. The faint **boundaries** between touching
     objects of different classes decide the score.
+``"nonconvex"``
+    Placed like ``"default"``, but every class is a non-convex shape (:data:`NONCONVEX`:
+    ring, cross, crescent) that covers only 40-60% of its bounding box. Made for weak
+    supervision from boxes: a **filled box** is a poor mask here (it paints a ring's hole and
+    a cross's corners), so only a method that finds the shape inside the box scores well.
 
 Every sample is a pure function of ``(seed, index)`` — its random generator is
 ``np.random.default_rng([seed, index])`` — so sample ``i`` is identical whether it is made
@@ -50,9 +55,11 @@ import numpy as np
 from ..boxes import masks_to_boxes
 
 #: Foreground shapes in class order: class ``c`` of the default variant is ``SHAPES[c - 1]``.
-SHAPES = ("circle", "square", "triangle", "ring", "cross", "diamond")
+SHAPES = ("circle", "square", "triangle", "ring", "cross", "diamond", "crescent")
+#: The classes of the ``"nonconvex"`` variant, in class order.
+NONCONVEX = ("ring", "cross", "crescent")
 #: The scene variants (see the module docstring).
-VARIANTS = ("default", "scale", "context", "thin", "boundary")
+VARIANTS = ("default", "scale", "context", "thin", "boundary", "nonconvex")
 
 _SQRT3_2 = math.sqrt(3.0) / 2.0
 # Per-pixel noise on the final image, uniform in [-a, a] (std a / sqrt(3) ~ 0.03): visible but
@@ -98,6 +105,12 @@ def _sdf(kind, dx, dy, r):
         return np.minimum(np.maximum(ax - 0.3 * r, ay - r), np.maximum(ax - r, ay - 0.3 * r))
     if kind == "diamond":  # square rotated 45 degrees, half diagonal 1.2 r
         return (ax + ay - 1.2 * r) / math.sqrt(2.0)
+    if kind == "crescent":
+        # A disc of radius 1.1 r minus a disc of radius 0.85 r shifted 0.5 r to the right: the
+        # intersection of "inside the first" and "outside the second" is the maximum of the
+        # first distance and the negated second.
+        bite = np.sqrt((dx - 0.5 * r) ** 2 + dy * dy) - 0.85 * r
+        return np.maximum(np.sqrt(dx * dx + dy * dy) - 1.1 * r, -bite)
     raise ValueError(f"unknown shape {kind!r}")
 
 
@@ -128,6 +141,7 @@ class Shapes:
     num_classes : int
         Classes including background (class 0). ``"default"``, ``"scale"``, ``"thin"`` and
         ``"boundary"``: ``2 .. 1 + len(SHAPES)``, class ``c`` is ``SHAPES[c - 1]``.
+        ``"nonconvex"``: ``2 .. 1 + len(NONCONVEX)``, class ``c`` is ``NONCONVEX[c - 1]``.
         ``"context"``: ``3 .. 2 + len(SHAPES) - 1``: classes 1 and 2 are circles on stripes
         and on dots, classes 3.. are ``SHAPES[1:]``.
     variant : str
@@ -185,6 +199,11 @@ class Shapes:
             # The shape drawn for each class (index 0 unused): both twins are circles.
             self._kinds = ("", "circle", "circle", *SHAPES[1:])
             low = 3
+        elif variant == "nonconvex":
+            hi = 1 + len(NONCONVEX)
+            self.class_names = ["background", *NONCONVEX]
+            self._kinds = ("", *NONCONVEX)
+            low = 2
         else:
             hi = 1 + len(SHAPES)
             self.class_names = ["background", *SHAPES]
@@ -297,6 +316,10 @@ class Shapes:
                                     self._object_colour(rng)))
                     break
         return self._background(rng), objects
+
+    def _draw_nonconvex(self, rng):
+        """The default placement; only the shapes differ (their classes are NONCONVEX)."""
+        return self._draw_default(rng)
 
     def _draw_scale(self, rng):
         """Log-uniform sizes from 3 px to the image, drawn largest first."""
