@@ -75,9 +75,9 @@ Examples
 >>> seed_everything(0)
 >>> model = models.create("unet", num_classes=4)
 >>> train, val = Shapes(1024, seed=0), Shapes(256, seed=1)
->>> history = train_boxsup(model, train, val, BoxSupConfig(),
-...                        TrainConfig(steps=300, lr=3e-3), truth=train)   # doctest: +SKIP
->>> [round(r["estimate_miou"], 3) for r in history]                        # doctest: +SKIP
+>>> boxsup = BoxSup(model, train, val, BoxSupConfig(), TrainConfig(steps=300, lr=3e-3),
+...                 truth=train)                                         # doctest: +SKIP
+>>> [round(r["estimate_miou"], 3) for r in boxsup.fit()]                 # doctest: +SKIP
 """
 import dataclasses
 import math
@@ -89,9 +89,14 @@ from .metrics import ConfusionMatrix
 from .proposals import SELECTIVE_SEARCH_SCALES, selective_search
 from .train import Trainer, TrainConfig, predict_probabilities
 
-__all__ = ["BoxSupConfig", "BoxesOnly", "box_overlap", "disagreement", "segment_cost",
+__all__ = ["SUPERVISIONS", "BoxSupConfig", "BoxesOnly", "box_overlap", "disagreement", "segment_cost",
            "choose_segment", "paint_segments", "filled_box_masks", "candidate_segments",
-           "estimate_mask", "train_boxsup"]
+           "estimate_mask", "BoxSup"]
+
+#: What a semantic model can be trained from (``edu-seg train --supervision``, the zoo's
+#: supervision column): the true masks; boxes and classes with BoxSup's estimated masks; or
+#: boxes and classes with the filled boxes as masks, never re-estimated (the baseline).
+SUPERVISIONS = ("masks", "boxes", "filled-boxes")
 
 #: The keys of a training sample that box supervision is allowed to read.
 BOX_KEYS = ("image", "boxes", "labels")
@@ -556,7 +561,7 @@ class BoxesOnly:
 # ------------------------------------------------------------------------ the training
 @dataclasses.dataclass
 class BoxSupConfig:
-    """Hyper-parameters of :func:`train_boxsup`.
+    """Hyper-parameters of :class:`BoxSup`.
 
     Attributes
     ----------
@@ -567,6 +572,9 @@ class BoxSupConfig:
     init : {"segment", "box"}
         The first estimate: the candidate with the best box overlap (the paper's start) or the
         filled box.
+    refine : bool
+        False: never re-estimate; the whole run trains on the first estimate (with
+        ``init="box"``: the filled-box baseline).
     lam : float
         λ >= 0, the weight of the network term of :func:`segment_cost` (paper: 3).
     top_k : int
@@ -580,6 +588,7 @@ class BoxSupConfig:
 
     epochs_per_round: int = 1
     init: str = "segment"
+    refine: bool = True
     lam: float = 3.0
     top_k: int = 1
     max_candidates: int = 32
@@ -594,6 +603,9 @@ class BoxSupConfig:
         if self.init not in ("segment", "box"):
             raise ValueError(f"BoxSupConfig: init must be 'segment' (best-overlapping "
                              f"candidate) or 'box' (filled box), got {self.init!r}")
+        if not isinstance(self.refine, bool):
+            raise ValueError(f"BoxSupConfig: refine must be True or False, got "
+                             f"{self.refine!r}")
         _check_lam("BoxSupConfig", self.lam)
 
 
@@ -606,36 +618,14 @@ def _unpack(packed, width):
     return np.unpackbits(packed, axis=-1, count=width).astype(bool)
 
 
-def _estimate_all(view, cache, width, model, config, round_index, batch_size):
-    """Re-estimate every mask of ``view`` (the network's opinion unless ``model`` is None)."""
-    masks, chosen = np.empty_like(view.masks), []
-    for start in range(0, len(view), batch_size):
-        samples = [view[i] for i in range(start, min(start + batch_size, len(view)))]
-        probs = [None] * len(samples)
-        if model is not None:
-            probs = predict_probabilities(model, np.stack([s["image"] for s in samples]))
-        for offset, (s, p) in enumerate(zip(samples, probs)):
-            i = start + offset
-            candidates = [_unpack(c, width) for c in cache[i]]
-            rng = np.random.default_rng([config.seed, round_index, i])
-            masks[i], picked = estimate_mask(s["boxes"], s["labels"], candidates, p,
-                                             config.lam, config.top_k, rng,
-                                             size=view.masks.shape[1:])
-            chosen.append(picked)
-    return masks, chosen
+class BoxSup:
+    """BoxSup's alternation around ONE :class:`~edu_seg.train.Trainer` run, a round at a time.
 
-
-def _estimate_miou(masks, truth, num_classes):
-    """mIoU of the estimated masks against the true ones (reporting only)."""
-    cm = ConfusionMatrix(num_classes)
-    for i in range(len(masks)):
-        cm.update(masks[i], np.asarray(truth[i]["mask"]))
-    return cm.miou()
-
-
-def train_boxsup(model, train_data, val_data=None, config=None, train_config=None, truth=None,
-                 cache=None, trainer_options=None):
-    """Train a semantic segmentation model from boxes only, by BoxSup's alternation.
+    The loop is EM-like: :meth:`train_round` fits the network to the current masks (the
+    M-step: the masks are fixed, the weights move); :meth:`estimate` chooses every box's
+    segment again with the network's opinion (the E-step: the weights are fixed, the masks
+    move). :meth:`fit` alternates them until the run's epochs are spent; calling the two
+    steps yourself lets you look at the masks in between.
 
     Parameters
     ----------
@@ -644,93 +634,156 @@ def train_boxsup(model, train_data, val_data=None, config=None, train_config=Non
         weights: :func:`edu_seg.train.seed_everything`).
     train_data : dataset or BoxesOnly
         Samples with ``image``, ``boxes`` and ``labels``; wrapped in :class:`BoxesOnly` unless
-        it is one (pass your own view to keep its final :attr:`BoxesOnly.masks`).
+        it is one.
     val_data : dataset, optional
-        With TRUE masks: the model's val mIoU after every round.
+        With TRUE masks: the model's val mIoU after every epoch, as in any Trainer run.
     config : BoxSupConfig, optional
     train_config : TrainConfig, optional
-        The training recipe of the whole run (all rounds together).
+        The training recipe of the whole run (all rounds together); with ``verbose`` a line
+        per round is printed after the Trainer's epoch lines.
     truth : dataset, optional
         Gives the true ``mask`` of training sample ``i`` as ``truth[i]["mask"]``, read only to
         report how good each round's estimate is (never to train).
     cache : list, optional
         The candidates of every training image, packed 8 pixels a byte. An empty list is
-        filled by this call; pass the filled list to later calls on the same training data
-        (and ``max_candidates``) so that selective search runs once, not once per run.
-    trainer_options : dict, optional
-        More keyword arguments of the :class:`~edu_seg.train.Trainer` (``out_dir``,
-        ``data_info``, ``on_epoch_end``, ``on_step``, ...): checkpoints and plots as in a
-        normal run. (Resuming is not supported: the estimated masks are not checkpointed.)
+        filled when the candidates are first needed; pass the filled list to later runs on the
+        same training data (and ``max_candidates``) so that selective search runs once.
+    **trainer_options
+        More keyword arguments of the Trainer (``out_dir``, ``data_info``, ``on_epoch_end``,
+        ``on_step``, ...): checkpoints and plots as in a normal run. (Resuming is not
+        supported: the estimated masks are not checkpointed.)
 
-    Returns
-    -------
-    list of dict
-        One record per round: ``round`` (1-based), ``epoch`` and ``step`` at its end,
-        ``changed`` (fraction of boxes whose chosen candidate differs from the previous
-        round's; None when there was no earlier choice: round 1, and round 2 after
-        ``init="box"``), ``train_loss``, ``estimate_miou`` (the masks trained on in this
-        round against ``truth``; None without it), and ``val_miou`` with ``val_data``.
+    Attributes
+    ----------
+    view : BoxesOnly
+        What the Trainer reads; ``view.masks`` (N, H, W) is the current estimate.
+    trainer : Trainer
+    rounds : list of dict
+        One record per finished round: ``round`` (1-based), ``epoch`` and ``step`` at its
+        end, ``changed`` (fraction of boxes whose chosen candidate differs from the previous
+        estimate's; None when there was no earlier choice: round 1, and round 2 after
+        ``init="box"``), ``train_loss``, ``estimate_miou`` (the masks trained on in this round
+        against ``truth``; None without it), and ``val_miou`` with ``val_data``.
 
-    Notes
-    -----
-    Round ``r`` trains ``epochs_per_round`` epochs of one :class:`~edu_seg.train.Trainer` run
-    on the current estimate, then (except after the last round) re-estimates every mask with
-    the network's probabilities (:func:`estimate_mask`). The optimiser state and the
-    learning-rate schedule run on across rounds.
+    Examples
+    --------
+    >>> from edu_seg import models
+    >>> from edu_seg.data import Shapes
+    >>> from edu_seg.train import TrainConfig, seed_everything
+    >>> seed_everything(0)
+    >>> model = models.create("unet", num_classes=4)
+    >>> train, val = Shapes(1024, seed=0), Shapes(256, seed=1)
+    >>> boxsup = BoxSup(model, train, val, BoxSupConfig(), TrainConfig(steps=300, lr=3e-3),
+    ...                 truth=train)                                         # doctest: +SKIP
+    >>> [round(r["estimate_miou"], 3) for r in boxsup.fit()]                 # doctest: +SKIP
     """
-    config = config if config is not None else BoxSupConfig()
-    train_config = train_config if train_config is not None else TrainConfig()
-    if not isinstance(config, BoxSupConfig):
-        raise TypeError(f"train_boxsup: config must be a BoxSupConfig, got "
-                        f"{type(config).__name__}")
-    if getattr(model, "task", None) != "semantic":
-        raise ValueError(f"train_boxsup: the model must be a semantic segmentation model (one "
-                         f"class map), got task {getattr(model, 'task', None)!r}")
-    view = train_data if isinstance(train_data, BoxesOnly) else BoxesOnly(train_data)
-    if len(view) == 0:
-        raise ValueError("train_boxsup: train_data is empty")
-    width = view.masks.shape[2]
-    if cache is None:
-        cache = []
-    if not cache:
-        for i in range(len(view)):
-            s = view[i]
-            cache.append([_pack(c) for c in candidate_segments(
-                s["image"], s["boxes"], config.max_candidates)])
-    elif len(cache) != len(view):
-        raise ValueError(f"train_boxsup: cache holds {len(cache)} images, train_data "
-                         f"{len(view)}; pass cache=None to compute it")
 
-    num_classes = model.config.num_classes
-    batch = train_config.batch_size
-    chosen = None
-    if config.init == "segment":
-        masks, chosen = _estimate_all(view, cache, width, None, config, 0, batch)
-        view.set_masks(masks)
-    else:
-        view.set_masks(np.stack([filled_box_masks(view[i]["boxes"], view[i]["labels"],
-                                                  view.masks.shape[1:])
-                                 for i in range(len(view))]))
-    trainer = Trainer(model, view, val_data, train_config, **(trainer_options or {}))
-    history, previous = [], None
-    while trainer.epoch < trainer.total_epochs:
-        record = {"round": len(history) + 1}
-        if previous is not None and chosen is not None:
-            changed = sum(int((a != b).sum()) for a, b in zip(previous, chosen))
-            record["changed"] = changed / max(sum(len(c) for c in chosen), 1)
+    def __init__(self, model, train_data, val_data=None, config=None, train_config=None,
+                 truth=None, cache=None, **trainer_options):
+        self.config = config if config is not None else BoxSupConfig()
+        train_config = train_config if train_config is not None else TrainConfig()
+        if not isinstance(self.config, BoxSupConfig):
+            raise TypeError(f"BoxSup: config must be a BoxSupConfig, got "
+                            f"{type(self.config).__name__}")
+        if getattr(model, "task", None) != "semantic":
+            raise ValueError(f"BoxSup: the model must be a semantic segmentation model (one "
+                             f"class map), got task {getattr(model, 'task', None)!r}")
+        self.view = train_data if isinstance(train_data, BoxesOnly) else BoxesOnly(train_data)
+        if len(self.view) == 0:
+            raise ValueError("BoxSup: train_data is empty")
+        self.cache = [] if cache is None else cache
+        if self.cache and len(self.cache) != len(self.view):
+            raise ValueError(f"BoxSup: cache holds {len(self.cache)} images, train_data "
+                             f"{len(self.view)}; pass cache=None to compute it")
+        self.model, self.truth, self.rounds = model, truth, []
+        self.verbose = train_config.verbose
+        self.chosen, self._changed = None, None
+        if self.config.init == "segment":
+            self._set_estimate(None)
         else:
-            record["changed"] = None
-        record["estimate_miou"] = (None if truth is None
-                                   else _estimate_miou(view.masks, truth, num_classes))
-        trainer.fit(epochs=config.epochs_per_round)
-        last = trainer.history[-1]
-        record.update(epoch=trainer.epoch, step=trainer.step, train_loss=last["train_loss"])
+            self.view.set_masks(np.stack([filled_box_masks(
+                self.view[i]["boxes"], self.view[i]["labels"], self.view.masks.shape[1:])
+                for i in range(len(self.view))]))
+        self.trainer = Trainer(model, self.view, val_data, train_config, **trainer_options)
+
+    @property
+    def done(self):
+        """True once the run's epochs are all trained."""
+        return self.trainer.epoch >= self.trainer.total_epochs
+
+    def estimate_miou(self):
+        """mIoU of the current estimate against ``truth`` (None without it); reporting only."""
+        if self.truth is None:
+            return None
+        cm = ConfusionMatrix(self.model.config.num_classes)
+        for i in range(len(self.view)):
+            cm.update(self.view.masks[i], np.asarray(self.truth[i]["mask"]))
+        return cm.miou()
+
+    def train_round(self):
+        """Train ``epochs_per_round`` epochs (all remaining ones with ``refine=False``) on the
+        current masks; returns the round's record (also appended to :attr:`rounds`)."""
+        if self.done:
+            raise RuntimeError(f"BoxSup: all {self.trainer.total_epochs} epochs are trained; "
+                               f"build a new BoxSup (or a longer TrainConfig) to train more")
+        record = {"round": len(self.rounds) + 1, "changed": self._changed,
+                  "estimate_miou": self.estimate_miou()}
+        self.trainer.fit(epochs=self.config.epochs_per_round if self.config.refine else None)
+        last = self.trainer.history[-1]
+        record.update(epoch=self.trainer.epoch, step=self.trainer.step,
+                      train_loss=last["train_loss"])
         if "val_miou" in last:
             record["val_miou"] = last["val_miou"]
-        history.append(record)
-        if trainer.epoch < trainer.total_epochs:
-            previous = chosen
-            masks, chosen = _estimate_all(view, cache, width, model, config, len(history),
-                                          batch)
-            view.set_masks(masks)
-    return history
+        self.rounds.append(record)
+        if self.verbose:
+            quality = ("" if record["estimate_miou"] is None
+                       else f", its masks' mIoU against the truth {record['estimate_miou']:.4f}")
+            changed = ("" if record["changed"] is None
+                       else f", {100 * record['changed']:.1f}% of the boxes chose anew")
+            print(f"round {record['round']} (epochs up to {record['epoch']}){quality}{changed}",
+                  flush=True)
+        return record
+
+    def estimate(self):
+        """Choose every box's segment again with the network's probabilities and rebuild the
+        masks; returns the fraction of boxes whose choice changed (None if there was none)."""
+        self._set_estimate(self.model)
+        return self._changed
+
+    def fit(self):
+        """Alternate :meth:`train_round` and :meth:`estimate` (only the first with
+        ``refine=False``) until the run's epochs are spent; returns :attr:`rounds`."""
+        while not self.done:
+            self.train_round()
+            if not self.done and self.config.refine:
+                self.estimate()
+        return self.rounds
+
+    def _set_estimate(self, model):
+        """Estimate every mask (best box overlap when ``model`` is None) and install it."""
+        width = self.view.masks.shape[2]
+        if not self.cache:
+            for i in range(len(self.view)):
+                s = self.view[i]
+                self.cache.append([_pack(c) for c in candidate_segments(
+                    s["image"], s["boxes"], self.config.max_candidates)])
+        masks, chosen = np.empty_like(self.view.masks), []
+        batch = self.trainer.config.batch_size if model is not None else len(self.view)
+        for start in range(0, len(self.view), batch):
+            samples = [self.view[i] for i in range(start, min(start + batch, len(self.view)))]
+            probs = [None] * len(samples)
+            if model is not None:
+                probs = predict_probabilities(model, np.stack([s["image"] for s in samples]))
+            for offset, (s, p) in enumerate(zip(samples, probs)):
+                i = start + offset
+                candidates = [_unpack(c, width) for c in self.cache[i]]
+                rng = np.random.default_rng([self.config.seed, len(self.rounds), i])
+                masks[i], picked = estimate_mask(s["boxes"], s["labels"], candidates, p,
+                                                 self.config.lam, self.config.top_k, rng,
+                                                 size=self.view.masks.shape[1:])
+                chosen.append(picked)
+        if self.chosen is not None:
+            changed = sum(int((a != b).sum()) for a, b in zip(self.chosen, chosen))
+            self._changed = changed / max(sum(len(c) for c in chosen), 1)
+        self.chosen = chosen
+        self.view.set_masks(masks)

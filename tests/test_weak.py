@@ -12,7 +12,7 @@ from edu_seg.metrics import ConfusionMatrix
 from edu_seg.train import TrainConfig, seed_everything
 from edu_seg.weak import (BoxesOnly, BoxSupConfig, box_overlap, candidate_segments,
                           choose_segment, disagreement, estimate_mask, filled_box_masks,
-                          paint_segments, segment_cost, train_boxsup)
+                          paint_segments, segment_cost, BoxSup)
 
 H = W = 8
 BOX = [2, 2, 6, 6]                     # a 4x4 box: rows and columns 2..5
@@ -232,8 +232,8 @@ def test_training_never_reads_a_true_mask():
     data = GuardedShapes(16, seed=0)
     seed_everything(0)
     model = tiny_model()
-    history = train_boxsup(model, data, Shapes(8, seed=1), BoxSupConfig(max_candidates=8),
-                           quick_config(steps=6))
+    history = BoxSup(model, data, Shapes(8, seed=1), BoxSupConfig(max_candidates=8),
+                     quick_config(steps=6)).fit()
     assert data.asked <= {"image", "boxes", "labels"} and "boxes" in data.asked
     assert [r["round"] for r in history] == [1, 2, 3]        # 2 steps an epoch: 3 rounds
     assert [r["step"] for r in history] == [2, 4, 6]
@@ -247,12 +247,12 @@ def test_samples_without_any_true_labels_train():
     stripped = [{k: ds[i][k] for k in ("image", "boxes", "labels")} for i in range(len(ds))]
     seed_everything(0)
     view, ended = BoxesOnly(stripped), []
-    history = train_boxsup(tiny_model(), view, None, BoxSupConfig(epochs_per_round=2,
-                                                                  max_candidates=4),
-                           quick_config(steps=4), truth=ds,
-                           trainer_options={"on_epoch_end": lambda t: ended.append(t.epoch)})
+    history = BoxSup(tiny_model(), view, None, BoxSupConfig(epochs_per_round=2,
+                                                            max_candidates=4),
+                     quick_config(steps=4), truth=ds,
+                     on_epoch_end=lambda t: ended.append(t.epoch)).fit()
     assert len(history) == 1 and history[0]["step"] == 4
-    assert ended == [1, 2]                 # trainer_options reach the Trainer
+    assert ended == [1, 2]                 # the Trainer's options reach it
     assert 0.5 < history[0]["estimate_miou"] <= 1.0        # the best-overlap candidates
     assert view.masks.shape == (16, 64, 64) and view.masks.max() <= 3
 
@@ -261,8 +261,8 @@ def run_short(cache, top_k):
     ds = Shapes(16, seed=0)
     seed_everything(0)
     model, view = tiny_model(), BoxesOnly(ds)
-    history = train_boxsup(model, view, None, BoxSupConfig(top_k=top_k, max_candidates=6),
-                           quick_config(steps=6), truth=ds, cache=cache)
+    history = BoxSup(model, view, None, BoxSupConfig(top_k=top_k, max_candidates=6),
+                     quick_config(steps=6), truth=ds, cache=cache).fit()
     return history, view.masks.copy(), {k: np.array(v) for k, v in model.state_dict().items()}
 
 
@@ -285,14 +285,48 @@ def test_init_box_starts_from_the_filled_boxes():
     ds = Shapes(16, seed=0)
     seed_everything(0)
     view = BoxesOnly(ds)
-    history = train_boxsup(tiny_model(), view, None, BoxSupConfig(init="box", max_candidates=4,
-                                                                  epochs_per_round=2),
-                           quick_config(steps=4), truth=ds)
+    cache = []
+    boxsup = BoxSup(tiny_model(), view, None, BoxSupConfig(init="box", max_candidates=4,
+                                                           epochs_per_round=2),
+                    quick_config(steps=4), truth=ds, cache=cache)
+    assert cache == []                     # no candidates are needed before the first estimate
     boxes_only = ConfusionMatrix(4)
     for i in range(len(ds)):
         boxes_only.update(filled_box_masks(ds[i]["boxes"], ds[i]["labels"], (64, 64)),
                           ds[i]["mask"])
-    assert history[0]["estimate_miou"] == pytest.approx(boxes_only.miou())
+    assert boxsup.fit()[0]["estimate_miou"] == pytest.approx(boxes_only.miou())
+
+
+def test_without_refinement_one_round_trains_the_whole_run_on_the_first_estimate():
+    ds = Shapes(16, seed=0)
+    seed_everything(0)
+    boxsup = BoxSup(tiny_model(), ds, None, BoxSupConfig(init="box", refine=False),
+                    quick_config(steps=6), truth=ds)
+    first = boxsup.view.masks.copy()
+    rounds = boxsup.fit()
+    assert [r["step"] for r in rounds] == [6] and boxsup.cache == []
+    np.testing.assert_array_equal(boxsup.view.masks, first)
+    with pytest.raises(RuntimeError, match="all 3 epochs are trained"):
+        boxsup.train_round()
+
+
+def test_stepping_by_hand_is_the_same_as_fit():
+    ds = Shapes(16, seed=0)
+    cache = []
+    seed_everything(0)
+    by_hand = BoxSup(tiny_model(), ds, None, BoxSupConfig(max_candidates=4),
+                     quick_config(steps=4), truth=ds, cache=cache)
+    snapshots = [by_hand.view.masks.copy()]
+    while not by_hand.done:
+        by_hand.train_round()
+        if not by_hand.done:
+            assert 0 <= by_hand.estimate() <= 1
+            snapshots.append(by_hand.view.masks.copy())
+    seed_everything(0)
+    fitted = BoxSup(tiny_model(), ds, None, BoxSupConfig(max_candidates=4),
+                    quick_config(steps=4), truth=ds, cache=cache)
+    assert fitted.fit() == by_hand.rounds and len(snapshots) == 2
+    np.testing.assert_array_equal(fitted.view.masks, snapshots[-1])
 
 
 # -------------------------------------------------------------------------------- errors
@@ -300,7 +334,7 @@ def test_init_box_starts_from_the_filled_boxes():
     ({"epochs_per_round": 0}, "epochs_per_round"), ({"top_k": 1.5}, "top_k"),
     ({"max_candidates": True}, "max_candidates"), ({"seed": -1}, "seed"),
     ({"init": "mask"}, "init must be 'segment'"), ({"lam": -1.0}, "lam"),
-    ({"lam": float("nan")}, "lam")])
+    ({"lam": float("nan")}, "lam"), ({"refine": 1}, "refine must be True or False")])
 def test_bad_config(kw, match):
     with pytest.raises(ValueError, match=match):
         BoxSupConfig(**kw)
@@ -331,6 +365,8 @@ def test_bad_arguments():
     with pytest.raises(TypeError, match="__getitem__"):
         BoxesOnly(5)
     with pytest.raises(TypeError, match="BoxSupConfig"):
-        train_boxsup(tiny_model(), Shapes(16), config={"lam": 3})
+        BoxSup(tiny_model(), Shapes(16), config={"lam": 3})
     with pytest.raises(ValueError, match="cache holds 2 images"):
-        train_boxsup(tiny_model(), Shapes(16), cache=[[], []])
+        BoxSup(tiny_model(), Shapes(16), cache=[[], []])
+    with pytest.raises(ValueError, match="semantic segmentation model"):
+        BoxSup(models.create("mask_rcnn", num_classes=4), Shapes(16))
