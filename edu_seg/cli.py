@@ -3,6 +3,7 @@
     edu-seg demo                       train a small U-Net on synthetic Shapes (about 2 minutes)
     edu-seg train --model unet --data shapes[:VARIANT] | PATH --epochs N --out DIR
     edu-seg train ... --resume DIR/last.npz   continue a stopped run (Ctrl-C prints this line)
+    edu-seg train ... --supervision boxes      train from boxes and classes only (BoxSup)
     edu-seg eval --checkpoint DIR/best.npz
     edu-seg predict --checkpoint DIR/best.npz --image in.png --out mask.png [--crf]
     edu-seg models                     list the models that can be trained
@@ -129,6 +130,13 @@ def _check_train_args(args):
             raise ValueError(f"{flag} must be a positive integer, got {value}")
     if args.steps is not None and args.steps < 1:
         raise ValueError(f"--steps must be a positive integer, got {args.steps}")
+    from .weak import SUPERVISIONS
+    if args.supervision not in SUPERVISIONS:
+        raise ValueError(f"--supervision must be one of {', '.join(SUPERVISIONS)}, got "
+                         f"{args.supervision!r}")
+    if args.supervision != "masks" and args.resume:
+        raise ValueError(f"--resume cannot continue a --supervision {args.supervision} run: "
+                         f"its estimated masks are not saved; start the run again")
     if args.data == "shapes" or args.data.startswith("shapes:"):
         for flag, value in (("--train-samples", args.train_samples),
                             ("--val-samples", args.val_samples), ("--size", args.size)):
@@ -161,11 +169,16 @@ def cmd_models(args):
 def run_training(model_name, model_config, data, epochs, batch_size, lr, out, optimizer="adam",
                  weight_decay=0.0, schedule="poly", seed=0, train_samples=1024,
                  val_samples=256, size=64, num_classes=4, resume=None, progress=True,
-                 steps=None):
+                 steps=None, supervision="masks"):
     """Build data, model and :class:`~edu_seg.train.Trainer`, train, and report; returns it.
 
     The Trainer prints one line per epoch, and its ``on_epoch_end`` redraws the plots
     (:func:`edu_seg.viz.training.plot_run`), so ``OUT/curves.png`` follows the run.
+
+    ``supervision``: ``"masks"`` trains on the data's masks; ``"boxes"`` on its boxes and
+    classes only, by BoxSup (:class:`edu_seg.weak.BoxSup`, a line per round and
+    ``OUT/boxsup_rounds.json``); ``"filled-boxes"`` on the filled boxes, never re-estimated
+    (the baseline BoxSup improves on). The true masks then serve only to validate.
 
     Raises
     ------
@@ -177,8 +190,12 @@ def run_training(model_name, model_config, data, epochs, batch_size, lr, out, op
     from .metrics import format_instance_ap
     from .train import TrainConfig, Trainer, seed_everything
     from .viz.training import plot_run
+    from .weak import BoxSup, BoxSupConfig
 
     _check_out_dir(out)
+    if supervision != "masks" and not data.startswith("shapes"):
+        raise ValueError(f"--supervision {supervision} needs boxes and classes per object, "
+                         f"which a folder data set does not have; use --data shapes[:variant]")
     train_set, val_set, info = make_data(data, train_samples, val_samples, size, num_classes,
                                          seed)
     if len(train_set) < batch_size:
@@ -191,11 +208,27 @@ def run_training(model_name, model_config, data, epochs, batch_size, lr, out, op
     info["class_colors"] = _class_colours(train_set)
     seed_everything(seed)
     model = models.create(model_name, num_classes=n_classes, **model_config)
-    trainer = Trainer(model, train_set, val_set,
-                      TrainConfig(epochs=epochs, steps=steps, batch_size=batch_size, lr=lr,
-                                  optimizer=optimizer, weight_decay=weight_decay,
-                                  schedule=schedule, seed=seed, progress=progress),
-                      out_dir=out, data_info=info, on_epoch_end=plot_run)
+    config = TrainConfig(epochs=epochs, steps=steps, batch_size=batch_size, lr=lr,
+                         optimizer=optimizer, weight_decay=weight_decay, schedule=schedule,
+                         seed=seed, progress=progress)
+    options = dict(out_dir=out, data_info=info, on_epoch_end=plot_run)
+    boxsup = None
+    if supervision == "masks":
+        trainer = Trainer(model, train_set, val_set, config, **options)
+    else:
+        if model.task != "semantic":
+            raise ValueError(f"--supervision {supervision} trains a semantic model from boxes; "
+                             f"{model_name} is an instance model, which needs masks: use "
+                             f"--supervision masks")
+        if supervision == "boxes":
+            print(f"boxsup: candidate segments of {len(train_set)} images by selective search "
+                  f"(about {len(train_set) * 0.013:.0f} s), then a mask estimate per round",
+                  flush=True)
+        boxsup = BoxSup(model, train_set, val_set,
+                        BoxSupConfig(init="segment" if supervision == "boxes" else "box",
+                                     refine=supervision == "boxes"),
+                        config, truth=train_set, **options)
+        trainer = boxsup.trainer
     # The command that rebuilds this exact run: resuming needs the same model, data and
     # TrainConfig, so every setting is spelled out (the demo's included).
     argv = ["edu-seg", "train", "--model", model_name, "--data", data,
@@ -210,6 +243,8 @@ def run_training(model_name, model_config, data, epochs, batch_size, lr, out, op
     if data.startswith("shapes"):
         argv += ["--train-samples", str(train_samples), "--val-samples", str(val_samples),
                  "--size", str(size), "--num-classes", str(num_classes)]
+    if supervision != "masks":
+        argv += ["--supervision", supervision]
     if not progress:
         argv.append("--no-progress")
 
@@ -223,8 +258,16 @@ def run_training(model_name, model_config, data, epochs, batch_size, lr, out, op
         print(f"resumed from {resume} after epoch {trainer.epoch}")
     start = time.perf_counter()
     try:
-        trainer.fit()
+        if boxsup is None:
+            trainer.fit()
+        else:
+            boxsup.fit()
     except KeyboardInterrupt:
+        if boxsup is not None:
+            raise Interrupted(f"edu-seg: interrupted in epoch {trainer.epoch + 1}; a "
+                              f"--supervision {supervision} run cannot be resumed (its "
+                              f"estimated masks are not saved): run the command again") \
+                from None
         if trainer.last_checkpoint is None:
             raise Interrupted(f"edu-seg: interrupted in epoch {trainer.epoch + 1} before any "
                               f"epoch was saved: nothing to resume, run the command again") \
@@ -236,6 +279,11 @@ def run_training(model_name, model_config, data, epochs, batch_size, lr, out, op
             from None
     seconds = time.perf_counter() - start
     print(f"training, validation and plots took {seconds:.0f} s")
+    if boxsup is not None:
+        (Path(out) / "boxsup_rounds.json").write_text(json.dumps(boxsup.rounds, indent=1))
+        quality = " -> ".join(f"{r['estimate_miou']:.3f}" for r in boxsup.rounds)
+        print(f"{supervision}: the training masks' mIoU against the true masks, round by "
+              f"round: {quality}")
     semantic = model.task == "semantic"
     if val_set is not None:
         if trainer.val_scores is None:                    # resumed after the last epoch
@@ -252,7 +300,8 @@ def run_training(model_name, model_config, data, epochs, batch_size, lr, out, op
     best = "mIoU" if semantic else "mask AP"
     print("\ncheckpoints: " + (f"{out / 'best.npz'} (best validation {best}), "
                                 if val_set is not None else "") + f"{out / 'last.npz'}")
-    print(f"history    : {out / 'history.json'} (compare runs: edu-seg compare DIR DIR ...)")
+    print(f"history    : {out / 'history.json'} (compare runs: edu-seg compare DIR DIR ...)"
+          + (f", {out / 'boxsup_rounds.json'}" if boxsup is not None else ""))
     print(f"plots      : {out / 'curves.png'}, {out / 'predictions.png'}"
           + (f", {out / 'confusion.png'}" if val_set is not None and semantic else ""))
     return trainer
@@ -266,7 +315,8 @@ def cmd_train(args):
                  weight_decay=args.weight_decay, schedule=args.schedule, seed=args.seed,
                  train_samples=args.train_samples, val_samples=args.val_samples,
                  size=args.size, num_classes=args.num_classes, resume=args.resume,
-                 progress=not args.no_progress, steps=args.steps)
+                 progress=not args.no_progress, steps=args.steps,
+                 supervision=args.supervision)
     return 0
 
 
@@ -294,7 +344,8 @@ def cmd_zoo(args):
         print(f"wrote {csv_path} and {png_path}")
         return 0
     try:
-        run_zoo(args.models, args.variants, args.steps, args.out, progress=not args.no_progress)
+        run_zoo(args.models, args.variants, args.steps, args.out, progress=not args.no_progress,
+                supervisions=args.supervision)
     except KeyboardInterrupt:
         raise Interrupted(f"edu-seg zoo: interrupted; the rows finished so far are in "
                           f"{Path(args.out) / 'results.csv'} and RESULTS.md (a rerun merges "
@@ -496,6 +547,10 @@ def build_parser():
     p.add_argument("--out", default="runs/train", help="directory for checkpoints and plots")
     p.add_argument("--resume", metavar="CHECKPOINT", help="continue from this last.npz (with "
                    "the settings it was trained with; Ctrl-C prints the command)")
+    p.add_argument("--supervision", default="masks",
+                   help="what training reads: masks (the default); or only the boxes and "
+                   "classes, with BoxSup's mask estimation (boxes) or the filled boxes as "
+                   "masks (filled-boxes); Shapes data only")
     p.add_argument("--train-samples", type=int, default=1024, help="Shapes only")
     p.add_argument("--val-samples", type=int, default=256, help="Shapes only")
     p.add_argument("--size", type=int, default=64, help="Shapes only: image size")
@@ -510,11 +565,14 @@ def build_parser():
                    help="registered semantic models, MODEL:PRESET for a preset such as an "
                    "ablation (default: every model at its default)")
     p.add_argument("--variants", nargs="+", default=["default"], metavar="VARIANT",
-                   help="Shapes variants: default, scale, context, thin, boundary "
+                   help="Shapes variants: default, scale, context, thin, boundary, nonconvex "
                    "(default: default)")
+    p.add_argument("--supervision", nargs="+", default=["masks"], metavar="SUPERVISION",
+                   help="what each row trains from: masks (default), boxes (BoxSup), "
+                   "filled-boxes; one row per model, variant and supervision")
     p.add_argument("--steps", type=int, default=300, help="optimiser steps per model and variant")
     p.add_argument("--out", default="zoo", help="folder of RESULTS.md and results.csv; rows "
-                   "merge into an existing results.csv by (model, variant)")
+                   "merge into an existing results.csv by (model, variant, supervision)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--plot", action="store_true", help="train nothing: time each model's "
                    "inference on one 64x64 and one 256x256 image (--models, default: every "

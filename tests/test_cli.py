@@ -254,3 +254,49 @@ def test_compare_prints_a_table_and_writes_a_plot(trained, tmp_path, capsys):
 def test_compare_names_a_folder_without_history(tmp_path, capsys):
     assert cli.main(["compare", str(tmp_path)]) == 1
     assert f"{tmp_path / 'history.json'} does not exist" in capsys.readouterr().err
+
+
+def test_supervision_boxes_trains_by_boxsup_and_reports_each_round(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(TINY_RUN + ["--epochs", "2", "--out", str(out), "--supervision",
+                                "boxes"]) == 0
+    stdout = capsys.readouterr().out
+    assert "candidate segments of 16 images" in stdout
+    assert "round 1 (epochs up to 1), its masks' mIoU against the truth" in stdout
+    assert "round 2 (epochs up to 2)" in stdout and "of the boxes chose anew" in stdout
+    rounds = json.loads((out / "boxsup_rounds.json").read_text())
+    assert [r["round"] for r in rounds] == [1, 2]
+    assert all(0 < r["estimate_miou"] <= 1 and 0 <= r["val_miou"] <= 1 for r in rounds)
+    assert "round by round: " + " -> ".join(f"{r['estimate_miou']:.3f}" for r in rounds) \
+        in stdout
+    assert (out / "best.npz").is_file() and (out / "curves.png").is_file()
+    # the checkpoint is an ordinary semantic model: eval reads it
+    assert cli.main(["eval", "--checkpoint", str(out / "best.npz")]) == 0
+
+
+def test_supervision_filled_boxes_trains_one_round_on_the_boxes(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(TINY_RUN + ["--epochs", "2", "--out", str(out), "--supervision",
+                                "filled-boxes"]) == 0
+    assert "candidate segments" not in capsys.readouterr().out
+    rounds = json.loads((out / "boxsup_rounds.json").read_text())
+    assert len(rounds) == 1 and rounds[0]["epoch"] == 2
+
+
+@pytest.mark.parametrize("extra, match", [
+    (["--supervision", "scribbles"], "--supervision must be one of masks, boxes, "
+                                     "filled-boxes, got 'scribbles'"),
+    (["--supervision", "boxes", "--resume", "x/last.npz"], "--resume cannot continue"),
+    (["--supervision", "boxes", "--model", "mask_rcnn"], "mask_rcnn is an instance model"),
+])
+def test_bad_supervision_is_refused(tmp_path, capsys, extra, match):
+    run = [a for a in TINY_RUN if a not in ("--model-config", "depth=1", "base_width=4")]
+    assert cli.main(run + ["--epochs", "1", "--out", str(tmp_path / "run")] + extra) == 1
+    assert match in capsys.readouterr().err
+
+
+def test_supervision_boxes_needs_shapes_data(tmp_path):
+    (tmp_path / "data" / "train").mkdir(parents=True)
+    with pytest.raises(ValueError, match="a folder data set does not have"):
+        cli.run_training("unet", {}, str(tmp_path / "data"), 1, 2, 0.01, tmp_path / "run",
+                         supervision="boxes")

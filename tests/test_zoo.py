@@ -87,7 +87,9 @@ def test_zoo_writes_the_tables_and_later_runs_merge_their_rows(aux_model, tmp_pa
     columns, rows = _rows(out)
     assert tuple(columns) == zoo.COLUMNS
     (unet,) = rows
-    assert (unet["model"], unet["variant"], unet["steps"]) == ("unet", "default", "4")
+    assert (unet["model"], unet["variant"], unet["supervision"], unet["steps"]) == \
+        ("unet", "default", "masks", "4")
+    assert unet["estimate_miou"] == ""
     assert 0 <= float(unet["miou"]) <= 1 and unet["class_iou"].startswith("background=")
     assert 0 <= float(unet["boundary_iou"]) <= 1
     assert int(unet["params"]) == models.create("unet", num_classes=4).num_parameters()
@@ -116,7 +118,8 @@ def test_zoo_writes_the_tables_and_later_runs_merge_their_rows(aux_model, tmp_pa
 
 
 def test_rows_written_before_the_boundary_column_merge_and_show_it_blank(tmp_path):
-    old_columns = [c for c in zoo.COLUMNS if c != "boundary_iou"]
+    old_columns = [c for c in zoo.COLUMNS
+                   if c not in ("boundary_iou", "supervision", "estimate_miou")]
     old = dict.fromkeys(old_columns, "1")
     old.update(model="fcn8s", variant="default", miou="0.8269")
     with open(tmp_path / "results.csv", "w", newline="") as f:
@@ -124,7 +127,7 @@ def test_rows_written_before_the_boundary_column_merge_and_show_it_blank(tmp_pat
         writer.writeheader()
         writer.writerow(old)
     new = {**dict.fromkeys(zoo.COLUMNS, "1"), "model": "segnet", "variant": "default",
-           "miou": "0.7", "boundary_iou": "0.6"}
+           "supervision": "masks", "miou": "0.7", "boundary_iou": "0.6"}
     zoo.write_results(zoo.merge_results(zoo.read_results(tmp_path / "results.csv"), [new]),
                       tmp_path)
     columns, rows = _rows(tmp_path)
@@ -132,8 +135,40 @@ def test_rows_written_before_the_boundary_column_merge_and_show_it_blank(tmp_pat
     assert [(r["model"], r["miou"], r["boundary_iou"]) for r in rows] == \
         [("fcn8s", "0.8269", ""), ("segnet", "0.7", "0.6")]
     md = (tmp_path / "RESULTS.md").read_text()
-    assert "| fcn8s | default | 1 | 0.8269 |  | 1 |" in md
+    assert "| fcn8s | default | masks | 1 | 0.8269 |  | 1 |  | 1 |" in md
     assert md.rstrip().endswith("| fcn8s |  |\n| segnet | 0.6 |")
+
+
+def test_box_supervised_rows_merge_beside_the_mask_row(aux_model, tmp_path, capsys):
+    out = tmp_path / "zoo"
+    assert cli.main(["zoo", "--models", aux_model, "--steps", "2", "--out", str(out),
+                     "--supervision", "masks", "boxes", "filled-boxes", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert f"[2/3] {aux_model} on default from boxes: mIoU" in printed
+    assert "training masks' mIoU by round" in printed
+    _, rows = _rows(out)
+    assert [r["supervision"] for r in rows] == ["masks", "boxes", "filled-boxes"]
+    # 64 steps an epoch: two steps are one round, trained on one estimate
+    estimates = [r["estimate_miou"] for r in rows]
+    assert estimates[0] == "" and all(0 < float(e) < 1 for e in estimates[1:])
+    md = (out / "RESULTS.md").read_text()
+    assert f"| {aux_model} [boxes] | " in md and f"| {aux_model} [filled-boxes] | " in md
+    assert "**Supervision.**" in md
+
+
+def test_rows_without_a_supervision_column_read_as_masks(tmp_path):
+    old_columns = [c for c in zoo.COLUMNS if c not in ("supervision", "estimate_miou")]
+    with open(tmp_path / "results.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=old_columns)
+        writer.writeheader()
+        writer.writerow({**dict.fromkeys(old_columns, "1"), "model": "unet",
+                         "variant": "default"})
+    (row,) = zoo.read_results(tmp_path / "results.csv")
+    assert row["supervision"] == "masks"
+    boxes = {**row, "supervision": "boxes", "miou": "0.5"}
+    merged = zoo.merge_results([row], [boxes, {**row, "miou": "0.9"}])
+    assert [(r["supervision"], r["miou"]) for r in merged] == [("masks", "0.9"),
+                                                               ("boxes", "0.5")]
 
 
 def test_the_same_recipe_gives_the_same_row(aux_model):
@@ -146,7 +181,9 @@ def test_the_same_recipe_gives_the_same_row(aux_model):
     (["--models", "unet", "nosuchnet"], "--models got unknown model 'nosuchnet'; choose from "
                                         + ", ".join(zoo.semantic_models())),
     (["--variants", "stripes"], "--variants got unknown variant 'stripes'; choose from "
-                                "default, scale, context, thin, boundary"),
+                                "default, scale, context, thin, boundary, nonconvex"),
+    (["--supervision", "scribbles"], "--supervision got unknown supervision 'scribbles'; "
+                                     "choose from masks, boxes, filled-boxes"),
     (["--models", "deeplabv3_resnet50"], "--models got 'deeplabv3_resnet50', a full-size model "
                                          "without a small version"),
     (["--models", "unet:huge"], "--models got unknown preset 'unet:huge'; unet's presets: "

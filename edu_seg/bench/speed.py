@@ -67,7 +67,7 @@ def measure_speed(model_names, sizes=SIZES, progress=print):
     list of dict
         :data:`SPEED_COLUMNS` -> value, numbers already formatted.
     """
-    names, _ = check_choices(model_names, ["default"])
+    names = check_choices(model_names, ["default"])[0]
     rows = []
     for name in names:
         model = build_zoo_model(name, RECIPE["num_classes"])
@@ -111,7 +111,7 @@ def run_speed(model_names=None, out="zoo"):
     results = read_results(Path(out) / "results.csv")
     if model_names is None:
         model_names = sorted({r["model"] for r in results if r["variant"] == "default"
-                              and ":" not in r["model"]})
+                              and ":" not in r["model"] and r["supervision"] == "masks"})
         if not model_names:
             raise ValueError(f"zoo --plot: {Path(out) / 'results.csv'} has no default-variant "
                              f"row to plot; train some first: edu-seg zoo --models MODEL")

@@ -18,7 +18,13 @@ A row's model may name a preset of the model as ``MODEL:PRESET`` (``pspnet:no_py
 that is how an ablation gets its row, trained with the same recipe, so that the table shows
 what one idea is worth (:func:`build_zoo_model`).
 
-Rows MERGE into ``results.csv`` by (model, variant): a run replaces its own rows and keeps
+A row's *supervision* says what the training read (:data:`edu_seg.weak.SUPERVISIONS`):
+``masks`` (every row unless asked otherwise), or only the boxes and classes of the training
+images, with BoxSup's estimated masks (``boxes``) or the filled boxes as masks
+(``filled-boxes``). The latter two rows also keep the mIoU of the training masks against the
+true ones, round by round (how good the estimate was that the network learnt from).
+
+Rows MERGE into ``results.csv`` by (model, variant, supervision): a run replaces its own rows and keeps
 every other one, so the table grows model by model. ``RESULTS.md`` is rebuilt from the
 merged CSV after every row, so an interrupted run keeps the rows it finished.
 
@@ -41,6 +47,7 @@ from ..data.shapes import VARIANTS
 from ..metrics import BoundaryConfusion
 from ..models.base import crop_target
 from ..train import TrainConfig, Trainer, evaluate, seed_everything
+from ..weak import SUPERVISIONS, BoxSup, BoxSupConfig
 
 __all__ = ["RECIPE", "COLUMNS", "run_zoo", "train_and_measure", "semantic_models",
            "build_zoo_model",
@@ -56,8 +63,9 @@ RECIPE = {
 }
 
 #: The columns of ``results.csv``, in order.
-COLUMNS = ("model", "variant", "steps", "miou", "boundary_iou", "class_iou", "params", "flops", "step_ms",
-           "infer_img_s", "train_s", "wall_s", "cpu", "threads", "date")
+COLUMNS = ("model", "variant", "supervision", "steps", "miou", "boundary_iou", "class_iou",
+           "estimate_miou", "params", "flops", "step_ms", "infer_img_s", "train_s", "wall_s",
+           "cpu", "threads", "date")
 
 
 def semantic_models():
@@ -79,8 +87,9 @@ def build_zoo_model(label, num_classes):
     return models.create(name, preset=preset, num_classes=num_classes)
 
 
-def check_choices(model_names=None, variants=("default",)):
-    """Validate ``--models`` and ``--variants``; returns both as lists without repeats.
+def check_choices(model_names=None, variants=("default",), supervisions=("masks",)):
+    """Validate ``--models``, ``--variants`` and ``--supervision``; returns the three as lists
+    without repeats.
 
     Parameters
     ----------
@@ -89,12 +98,14 @@ def check_choices(model_names=None, variants=("default",)):
         default all of them at their defaults.
     variants : list of str
         Shapes variants (:data:`edu_seg.data.shapes.VARIANTS`).
+    supervisions : list of str
+        :data:`edu_seg.weak.SUPERVISIONS`.
 
     Raises
     ------
     ValueError
-        An unknown or instance model, an unknown preset, or an unknown variant; the message
-        lists the choices.
+        An unknown or instance model, an unknown preset, an unknown variant or supervision;
+        the message lists the choices.
     """
     semantic = semantic_models()
     names = list(dict.fromkeys(semantic if model_names is None else model_names))
@@ -119,7 +130,12 @@ def check_choices(model_names=None, variants=("default",)):
         if variant not in VARIANTS:
             raise ValueError(f"zoo: --variants got unknown variant {variant!r}; choose from "
                              f"{', '.join(VARIANTS)}")
-    return names, variants
+    supervisions = list(dict.fromkeys(supervisions))
+    for supervision in supervisions:
+        if supervision not in SUPERVISIONS:
+            raise ValueError(f"zoo: --supervision got unknown supervision {supervision!r}; "
+                             f"choose from {', '.join(SUPERVISIONS)}")
+    return names, variants, supervisions
 
 
 def cpu_name():
@@ -177,7 +193,7 @@ def boundary_iou(model, data, band, batch_size=16):
     return cm.miou()
 
 
-def train_and_measure(name, variant, steps, on_step=None):
+def train_and_measure(name, variant, steps, on_step=None, supervision="masks"):
     """Train model ``name`` on Shapes ``variant`` with :data:`RECIPE` and measure it.
 
     Parameters
@@ -192,6 +208,10 @@ def train_and_measure(name, variant, steps, on_step=None):
         per epoch, so 300 steps are 4 epochs and 44 steps of a fifth).
     on_step : callable, optional
         Passed on to the :class:`~edu_seg.train.Trainer` (progress).
+    supervision : str
+        ``"masks"``, or ``"boxes"`` / ``"filled-boxes"``: the same recipe through
+        :class:`~edu_seg.weak.BoxSup` (its defaults, or the filled boxes never re-estimated),
+        which reads only the boxes and classes of the training images.
 
     Returns
     -------
@@ -215,9 +235,16 @@ def train_and_measure(name, variant, steps, on_step=None):
     config = TrainConfig(steps=steps, batch_size=r["batch_size"], lr=r["lr"],
                          optimizer=r["optimizer"], schedule=r["schedule"], seed=r["seed"],
                          progress=False, verbose=False)
-    trainer = Trainer(model, train, None, config, on_step=record)
     train_start = time.perf_counter()
-    trainer.fit()
+    estimates = ""
+    if supervision == "masks":
+        Trainer(model, train, None, config, on_step=record).fit()
+    else:
+        boxsup = BoxSup(model, train, None, BoxSupConfig(init="segment" if supervision == "boxes"
+                                                         else "box",
+                                                         refine=supervision == "boxes"),
+                        config, truth=train, on_step=record)
+        estimates = " ".join(f"{r['estimate_miou']:.4f}" for r in boxsup.fit())
     train_seconds = time.perf_counter() - train_start
     scores = evaluate(model, val, r["batch_size"])
     band_miou = boundary_iou(model, val, r["boundary_band"], r["batch_size"])
@@ -226,8 +253,10 @@ def train_and_measure(name, variant, steps, on_step=None):
     size = models.summary(model, (1, 3, r["size"], r["size"]))
     class_iou = "; ".join(f"{c}={'-' if np.isnan(v) else f'{v:.3f}'}"
                           for c, v in zip(train.class_names, scores["iou"]))
-    return {"model": name, "variant": variant, "steps": steps, "miou": f"{scores['miou']:.4f}",
-            "boundary_iou": f"{band_miou:.4f}", "class_iou": class_iou, "params": size.total_params, "flops": size.total_flops,
+    return {"model": name, "variant": variant, "supervision": supervision, "steps": steps,
+            "miou": f"{scores['miou']:.4f}", "boundary_iou": f"{band_miou:.4f}",
+            "class_iou": class_iou, "estimate_miou": estimates, "params": size.total_params,
+            "flops": size.total_flops,
             "step_ms": f"{1e3 * statistics.median(step_seconds):.1f}",
             "infer_img_s": f"{rate:.1f}", "train_s": f"{train_seconds:.1f}",
             "wall_s": f"{time.perf_counter() - start:.1f}", "cpu": cpu_name(),
@@ -236,28 +265,47 @@ def train_and_measure(name, variant, steps, on_step=None):
 
 # ------------------------------------------------------------------------------ the tables
 def read_results(path):
-    """The rows of an existing ``results.csv`` (a list of dicts of str), or [] if none."""
+    """The rows of an existing ``results.csv`` (a list of dicts of str), or [] if none.
+
+    Rows written before the supervision column existed were trained on masks: they read as
+    ``supervision="masks"``.
+    """
     path = Path(path)
     if not path.exists():
         return []
     with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+        return [{**row, "supervision": row.get("supervision") or "masks"}
+                for row in csv.DictReader(f)]
+
+
+def _key(row):
+    return row["model"], row["variant"], row.get("supervision") or "masks"
 
 
 def merge_results(old, new):
-    """``old`` rows with those of ``new`` added, a (model, variant) in both taken from ``new``.
+    """``old`` rows with those of ``new`` added, a (model, variant, supervision) in both taken
+    from ``new``.
 
     Returns
     -------
     list of dict
-        Sorted by variant (in :data:`VARIANTS` order) and model name, so that the files
-        change only where a row changed.
+        Sorted by variant (in :data:`VARIANTS` order), model name and supervision (in
+        :data:`~edu_seg.weak.SUPERVISIONS` order), so that the files change only where a row
+        changed.
     """
-    merged = {(r["model"], r["variant"]): r for r in old}
-    merged.update({(r["model"], r["variant"]): r for r in new})
+    merged = {_key(r): r for r in old}
+    merged.update({_key(r): r for r in new})
     order = {v: i for i, v in enumerate(VARIANTS)}
+    kind = {v: i for i, v in enumerate(SUPERVISIONS)}
     return sorted(merged.values(), key=lambda r: (order.get(r["variant"], len(order)),
-                                                  r["model"]))
+                                                  r["model"], kind.get(_key(r)[2], len(kind))))
+
+
+def _label(row):
+    """The model as the summary tables name it: ``unet``, or ``unet [boxes]`` when the row was
+    not trained on masks."""
+    supervision = _key(row)[2]
+    return row["model"] if supervision == "masks" else f"{row['model']} [{supervision}]"
 
 
 def results_markdown(rows):
@@ -267,10 +315,10 @@ def results_markdown(rows):
         "# Model zoo on Shapes",
         "",
         "Written by `edu-seg zoo` (`edu_seg/bench/zoo.py`); rows are merged by (model, "
-        "variant), and each keeps the CPU, thread count and date it was measured with. "
-        "Recompute a row with `edu-seg zoo --models MODEL --variants VARIANT --steps STEPS`; "
-        "a model written `MODEL:PRESET` is that model built with one of its presets (an "
-        "ablation: `pspnet:no_pyramid`).",
+        "variant, supervision), and each keeps the CPU, thread count and date it was measured "
+        "with. Recompute a row with `edu-seg zoo --models MODEL --variants VARIANT --steps "
+        "STEPS [--supervision SUPERVISION]`; a model written `MODEL:PRESET` is that model "
+        "built with one of its presets (an ablation: `pspnet:no_pyramid`).",
         "",
         f"**Recipe (the same for every row).** Each model at its registry default size "
         f"(`models.create(name, num_classes={r['num_classes']})`, or with the named preset "
@@ -283,6 +331,13 @@ def results_markdown(rows):
         f"({r['train_samples'] // r['batch_size']} per epoch; 300 by default). Scored on "
         f"{r['val_samples']} held-out images of the same variant (seed {r['val_seed']}).",
         "",
+        "**Supervision.** What training read: `masks` (the true masks), or only the boxes "
+        "and classes of the training images: `boxes` trains by BoxSup (masks estimated from "
+        "selective-search candidates and re-estimated with the network's opinion after every "
+        "epoch), `filled-boxes` on the filled boxes, never re-estimated. The validation "
+        "images are always scored against their true masks. The summary tables name such a "
+        "row `MODEL [SUPERVISION]`.",
+        "",
         "**Columns.** mIoU and per-class IoU on the held-out images; boundary IoU: the mIoU "
         f"over only the pixels within {r['boundary_band']} px (Chebyshev distance) of an edge "
         "of the true mask, which scores where the boundaries are placed (blank in rows "
@@ -291,22 +346,27 @@ def results_markdown(rows):
         f"training step (forward, loss, backward, update; batch {r['batch_size']}; data "
         f"generation excluded); inference: images/s in eval mode without gradients, batch "
         f"{r['batch_size']}, after one warm-up call; train s: the training loop; wall s: the "
-        "whole row (build, train, evaluate, time).",
+        "whole row (build, train, evaluate, time); estimate mIoU by round (box-supervised "
+        "rows only): the mIoU of the masks each round trained on, against the true masks of "
+        "the training images.",
         "",
-        "| model | variant | steps | mIoU | boundary IoU | per-class IoU | params | MFLOPs "
-        "| step ms | infer img/s | train s | wall s | CPU | threads | date |",
-        "|---|---|--:|--:|--:|---|--:|--:|--:|--:|--:|--:|---|--:|---|",
+        "| model | variant | supervision | steps | mIoU | boundary IoU | per-class IoU "
+        "| estimate mIoU by round | params | MFLOPs | step ms | infer img/s | train s | wall s "
+        "| CPU | threads | date |",
+        "|---|---|---|--:|--:|--:|---|---|--:|--:|--:|--:|--:|--:|---|--:|---|",
     ]
     for row in rows:
         lines.append(
-            f"| {row['model']} | {row['variant']} | {row['steps']} | {row['miou']} "
-            f"| {row.get('boundary_iou', '')} | {row['class_iou']} | {int(row['params']):,} | {int(row['flops']) / 1e6:.1f} "
-            f"| {row['step_ms']} | {row['infer_img_s']} | {row['train_s']} | {row['wall_s']} "
-            f"| {row['cpu']} | {row['threads']} | {row['date']} |")
+            f"| {row['model']} | {row['variant']} | {_key(row)[2]} | {row['steps']} "
+            f"| {row['miou']} | {row.get('boundary_iou', '')} | {row['class_iou']} "
+            f"| {row.get('estimate_miou', '')} | {int(row['params']):,} "
+            f"| {int(row['flops']) / 1e6:.1f} | {row['step_ms']} | {row['infer_img_s']} "
+            f"| {row['train_s']} | {row['wall_s']} | {row['cpu']} | {row['threads']} "
+            f"| {row['date']} |")
     variants = list(dict.fromkeys(row["variant"] for row in rows))
-    names = sorted({row["model"] for row in rows})
+    names = sorted({_label(row) for row in rows})
     for column, title in (("miou", "mIoU"), ("boundary_iou", "Boundary IoU")):
-        value = {(row["model"], row["variant"]): row.get(column, "") for row in rows}
+        value = {(_label(row), row["variant"]): row.get(column, "") for row in rows}
         lines += ["", f"## {title} by model and variant", "",
                   "| model | " + " | ".join(variants) + " |",
                   "|---|" + "--:|" * len(variants)]
@@ -329,8 +389,10 @@ def write_results(rows, out):
 
 
 # ---------------------------------------------------------------------------------- the run
-def run_zoo(model_names=None, variants=("default",), steps=300, out="zoo", progress=True):
-    """Train and measure every (model, variant) pair; merge each row into ``out`` as it ends.
+def run_zoo(model_names=None, variants=("default",), steps=300, out="zoo", progress=True,
+            supervisions=("masks",)):
+    """Train and measure every (model, variant, supervision); merge each row into ``out`` as it
+    ends.
 
     Parameters
     ----------
@@ -345,6 +407,8 @@ def run_zoo(model_names=None, variants=("default",), steps=300, out="zoo", progr
     progress : bool
         One tqdm bar over all steps of the run, described ``[i/n] MODEL on VARIANT`` with
         the row's step; a line per finished row is printed either way.
+    supervisions : list of str
+        :data:`edu_seg.weak.SUPERVISIONS` (default: masks only).
 
     Returns
     -------
@@ -355,27 +419,33 @@ def run_zoo(model_names=None, variants=("default",), steps=300, out="zoo", progr
         raise ValueError(f"zoo: --steps must be a positive int, got {steps!r}")
     from tqdm.auto import tqdm
 
-    names, variants = check_choices(model_names, variants)
-    pairs = [(name, variant) for variant in variants for name in names]
-    print(f"zoo: {len(names)} model(s) x {len(variants)} variant(s), {steps} steps each, "
-          f"{backend.get_num_threads()} thread(s); results in {Path(out)}/", flush=True)
-    bar = tqdm(total=len(pairs) * steps, unit="step", disable=not progress, dynamic_ncols=True)
+    names, variants, supervisions = check_choices(model_names, variants, supervisions)
+    rows_to_run = [(name, variant, supervision) for variant in variants for name in names
+                   for supervision in supervisions]
+    print(f"zoo: {len(names)} model(s) x {len(variants)} variant(s) x {len(supervisions)} "
+          f"supervision(s), {steps} steps each, {backend.get_num_threads()} thread(s); results "
+          f"in {Path(out)}/", flush=True)
+    bar = tqdm(total=len(rows_to_run) * steps, unit="step", disable=not progress,
+               dynamic_ncols=True)
     rows = []
     try:
-        for i, (name, variant) in enumerate(pairs, 1):
-            label = f"[{i}/{len(pairs)}] {name} on {variant}"
+        for i, (name, variant, supervision) in enumerate(rows_to_run, 1):
+            label = f"[{i}/{len(rows_to_run)}] {name} on {variant}" + (
+                "" if supervision == "masks" else f" from {supervision}")
             bar.set_description(label)
 
             def on_step(trainer, info):
                 bar.update(1)
                 bar.set_postfix_str(f"step {info['step']}/{steps}, loss {info['loss']:.3f}")
 
-            row = train_and_measure(name, variant, steps, on_step)
+            row = train_and_measure(name, variant, steps, on_step, supervision)
             rows.append(row)
             write_results(merge_results(read_results(Path(out) / "results.csv"), [row]), out)
             tqdm.write(f"{label}: mIoU {row['miou']}, boundary IoU {row['boundary_iou']}, "
-                       f"{row['step_ms']} ms/step, "
-                       f"{row['infer_img_s']} img/s, {row['wall_s']} s")
+                       f"{row['step_ms']} ms/step, {row['infer_img_s']} img/s, "
+                       f"{row['wall_s']} s" + (f"; training masks' mIoU by round "
+                                               f"{row['estimate_miou']}"
+                                               if row["estimate_miou"] else ""))
     finally:
         bar.close()
     return rows
