@@ -67,17 +67,8 @@ Choices made here, where the paper leaves room:
   :class:`edu_seg.train.Trainer` run: the optimiser's state and the learning-rate schedule
   continue across rounds, exactly as if the masks had changed under a normal training run.
 
-Examples
---------
->>> from edu_seg import models
->>> from edu_seg.data import Shapes
->>> from edu_seg.train import TrainConfig, seed_everything
->>> seed_everything(0)
->>> model = models.create("unet", num_classes=4)
->>> train, val = Shapes(1024, seed=0), Shapes(256, seed=1)
->>> boxsup = BoxSup(model, train, val, BoxSupConfig(), TrainConfig(steps=300, lr=3e-3),
-...                 truth=train)                                         # doctest: +SKIP
->>> [round(r["estimate_miou"], 3) for r in boxsup.fit()]                 # doctest: +SKIP
+The whole loop is :class:`BoxSup` (its docstring has an example); ``edu-seg train
+--supervision boxes`` runs it from the command line.
 """
 import dataclasses
 import math

@@ -12,6 +12,8 @@
 - :mod:`edu_seg.viz.speed`: chapter 9 (the zoo's speed against its accuracy).
 - :mod:`edu_seg.viz.detection`: chapter 5 (detections, anchors, proposals, sampled RoIs,
   RoI ops on real features, the mask head), drawn from Mask R-CNN's own code.
+- :mod:`edu_seg.viz.weak`: chapter 7 (what a box tells, a box's candidate segments and their
+  costs, BoxSup's estimated masks round by round).
 """
 from .conv_anim import (animate_conv, animate_transposed_scatter, conv_index_map, show_step,
                         show_transposed_views, transposed_scatter_map)
@@ -27,6 +29,7 @@ from .sota import atrous_taps, plot_ablations, plot_atrous_taps, plot_pyramid_bi
 from .speed import plot_speed_accuracy
 from .training import (loss_terms, overlay, plot_compare, plot_confusion_matrix, plot_history,
                        plot_predictions, plot_run)
+from .weak import show_box_supervision, show_candidates, show_estimates
 
 __all__ = ["PALETTE", "IGNORE_COLOR", "colorize", "overlay", "plot_history", "plot_predictions",
            "plot_confusion_matrix", "plot_run", "animate_conv", "animate_transposed_scatter",
@@ -37,4 +40,5 @@ __all__ = ["PALETTE", "IGNORE_COLOR", "colorize", "overlay", "plot_history", "pl
            "plot_crf_comparison", "plot_pyramid_bins", "atrous_taps", "plot_atrous_taps",
            "plot_ablations", "plot_speed_accuracy", "draw_detections", "show_detections",
            "render_detections", "show_anchors", "show_proposals", "show_sampled_rois",
-           "show_roi_ops_on_features", "show_mask_head"]
+           "show_roi_ops_on_features", "show_mask_head", "show_box_supervision",
+           "show_candidates", "show_estimates"]
