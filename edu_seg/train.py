@@ -26,26 +26,22 @@ stores the model, the optimiser's and the scheduler's state, the generator's sta
 history, so a run that is stopped and resumed ends bit for bit where an uninterrupted run
 ends.
 
-Checkpoint format: ONE ``.npz`` file (a zip of ``.npy`` arrays): ``model/<name>`` holds each
-entry of the model's state dict, ``optimizer/...`` the optimiser's arrays, and ``meta.json``
-(stored as bytes) a JSON document with the model name and config and the training state.
-One file can be replaced atomically (written to a temporary file, then ``os.replace``d), so a
-crash while saving never leaves a half-written checkpoint; and it loads without pickle.
+Checkpoints (:mod:`edu_seg.checkpoint`, re-exported here): ONE ``.npz`` file with the model's
+state dict, the training state and a JSON document describing them, saved atomically and
+read without pickle, every part checked before anything large is allocated.
 """
 import dataclasses
 import itertools
 import json
 import math
-import os
 import time
-import zipfile
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
-from . import models as _models
 from .autograd import Tensor, no_grad
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_atomically
 from .data import DataLoader
 from .metrics import ConfusionMatrix, InstanceAP
 from .models.base import crop_target
@@ -57,9 +53,6 @@ __all__ = ["TrainConfig", "Trainer", "seed_everything", "evaluate", "evaluate_in
            "predict", "detect",
            "predict_probabilities", "save_checkpoint",
            "load_checkpoint", "CheckpointError", "NonFiniteLossError"]
-
-CHECKPOINT_FORMAT = "edu_seg-checkpoint"
-CHECKPOINT_VERSION = 1
 
 #: TrainConfig fields that change what is shown, not what is computed: a run may be resumed
 #: with other values.
@@ -473,14 +466,7 @@ class Trainer:
                "train_config": dataclasses.asdict(self.config), "data": self.data_info,
                "class_names": self.class_names, "total_epochs": self.total_epochs,
                "history": self.history}
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            tmp.write_text(json.dumps(doc, indent=1))
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        write_atomically(path, lambda f: f.write(json.dumps(doc, indent=1).encode()))
 
     def resume(self, path):
         """Load a checkpoint written by :meth:`save` and continue from where it stopped.
@@ -495,6 +481,14 @@ class Trainer:
         if state is None:
             raise CheckpointError(f"{path}: holds a model but no training state to resume "
                                   f"(it was saved without one)")
+        kinds = {"config": dict, "epoch": int, "history": list, "optimizer": dict, "rng": dict}
+        bad = list(kinds) if not isinstance(state, dict) else [
+            k for k, kind in kinds.items()
+            if not isinstance(state.get(k), kind) or isinstance(state.get(k), bool)]
+        if bad:
+            raise CheckpointError(f"{path}: its training state lacks or mistypes "
+                                  f"{', '.join(bad) or 'everything'}: damaged, or not written "
+                                  f"by Trainer.save")
         saved = state["config"]
         current = {k: v for k, v in dataclasses.asdict(self.config).items()
                    if k not in PRESENTATION_FIELDS}
@@ -510,10 +504,15 @@ class Trainer:
         # checkpoints written before instance models had their best mIoU under this name
         best = state.get("best_score", state.get("best_miou"))
         self.best_score = -math.inf if best is None else best
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
-        default_generator().bit_generator.state = state["rng"]
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            if self.scheduler is not None:
+                self.scheduler.load_state_dict(state["scheduler"])
+            default_generator().bit_generator.state = state["rng"]
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise CheckpointError(f"{path}: its optimiser, scheduler or generator state is "
+                                  f"damaged ({type(exc).__name__}: {exc}); start the run "
+                                  f"again") from None
         self.last_checkpoint, self.last_checkpoint_epoch = Path(path), self.epoch
         return self
 
@@ -688,190 +687,3 @@ class NonFiniteLossError(ValueError):
     """A training batch gave a NaN or infinite loss; the message says which and what to check."""
 
 
-class CheckpointError(ValueError):
-    """A checkpoint file is unreadable, corrupted, or does not fit the model it is loaded into."""
-
-
-@dataclasses.dataclass
-class Checkpoint:
-    """What :func:`load_checkpoint` returns.
-
-    Attributes
-    ----------
-    model : SegmentationModel
-        With the saved weights loaded.
-    model_name : str
-    model_config : dict
-    train_state : dict or None
-        The saved training state (epoch, history, optimiser, ...), with its arrays restored.
-    """
-
-    model: object
-    model_name: str
-    model_config: dict
-    train_state: dict
-
-
-def _split_arrays(tree, prefix, arrays):
-    """Replace every ndarray in a nested dict/list by a reference; collect the arrays.
-
-    JSON has no arrays, no tuples and only string keys, so those are tagged and restored
-    exactly by :func:`_join_arrays`.
-    """
-    if isinstance(tree, np.ndarray):
-        arrays[prefix] = tree
-        return {"__array__": prefix}
-    if isinstance(tree, np.generic):
-        return tree.item()
-    if isinstance(tree, dict):
-        if all(isinstance(k, str) for k in tree):
-            return {k: _split_arrays(v, f"{prefix}/{k}", arrays) for k, v in tree.items()}
-        return {"__dict__": [[_split_arrays(k, f"{prefix}/key{i}", arrays),
-                              _split_arrays(v, f"{prefix}/{i}", arrays)]
-                             for i, (k, v) in enumerate(tree.items())]}
-    if isinstance(tree, tuple):
-        return {"__tuple__": [_split_arrays(v, f"{prefix}/{i}", arrays)
-                              for i, v in enumerate(tree)]}
-    if isinstance(tree, list):
-        return [_split_arrays(v, f"{prefix}/{i}", arrays) for i, v in enumerate(tree)]
-    if isinstance(tree, Tensor):
-        return _split_arrays(tree.data, prefix, arrays)
-    return tree
-
-
-def _join_arrays(tree, arrays):
-    """The inverse of :func:`_split_arrays`."""
-    if isinstance(tree, dict):
-        if set(tree) == {"__array__"}:
-            return arrays[tree["__array__"]]
-        if set(tree) == {"__tuple__"}:
-            return tuple(_join_arrays(v, arrays) for v in tree["__tuple__"])
-        if set(tree) == {"__dict__"}:
-            return {_join_arrays(k, arrays): _join_arrays(v, arrays) for k, v in tree["__dict__"]}
-        return {k: _join_arrays(v, arrays) for k, v in tree.items()}
-    if isinstance(tree, list):
-        return [_join_arrays(v, arrays) for v in tree]
-    return tree
-
-
-def save_checkpoint(path, model, train_state=None):
-    """Save ``model`` (and optionally the training state) to one ``.npz`` file, atomically.
-
-    Parameters
-    ----------
-    path : str or Path
-        Usually ``something.npz``.
-    model : SegmentationModel
-        Its ``name`` and ``config`` are saved so :func:`load_checkpoint` can rebuild it.
-    train_state : dict, optional
-        Anything JSON-able plus NumPy arrays (see :meth:`Trainer.state`).
-
-    Notes
-    -----
-    The file is written next to ``path`` under a temporary name and moved over ``path`` with
-    ``os.replace``, which is atomic: readers see the old checkpoint or the new one, never a
-    torn file, even if the process dies mid-write.
-    """
-    path = Path(path)
-    arrays = {f"model/{k}": np.asarray(v.data if isinstance(v, Tensor) else v)
-              for k, v in model.state_dict().items()}
-    meta = {
-        "format": CHECKPOINT_FORMAT,
-        "version": CHECKPOINT_VERSION,
-        "model": {"name": model.name, "config": dataclasses.asdict(model.config)},
-        "train": _split_arrays(train_state, "train", arrays),
-    }
-    arrays["meta.json"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _read_npz(path):
-    """All arrays of the checkpoint and its parsed ``meta.json``; CheckpointError if damaged."""
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    if not zipfile.is_zipfile(path):      # an .npz is a zip archive; a truncated one is not
-        raise CheckpointError(f"checkpoint {path} is corrupted or not an .npz file (no zip "
-                              f"archive found: truncated or overwritten?)")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}   # reading every member checks its CRC
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
-        raise CheckpointError(f"checkpoint {path} is corrupted or not an .npz file "
-                              f"({type(exc).__name__}: {exc})") from None
-    if "meta.json" not in arrays:
-        raise CheckpointError(f"checkpoint {path} has no meta.json entry: not an edu_seg "
-                              f"checkpoint")
-    try:
-        meta = json.loads(arrays.pop("meta.json").tobytes().decode())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"checkpoint {path}: meta.json is corrupted ({exc})") from None
-    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
-        found = meta.get("format") if isinstance(meta, dict) else meta
-        raise CheckpointError(f"checkpoint {path} is not an edu_seg checkpoint (format "
-                              f"{found!r})")
-    if meta.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(f"checkpoint {path} has format version {meta.get('version')}; "
-                              f"this edu_seg reads version {CHECKPOINT_VERSION}")
-    return arrays, meta
-
-
-def load_checkpoint(path, model=None):
-    """Read a checkpoint written by :func:`save_checkpoint` and load its weights.
-
-    Parameters
-    ----------
-    path : str or Path
-    model : SegmentationModel, optional
-        Load into this model (it must have the saved name and parameter shapes). Without it
-        the model is rebuilt from the saved name and config through the registry.
-
-    Returns
-    -------
-    Checkpoint
-
-    Raises
-    ------
-    FileNotFoundError
-        No file at ``path``.
-    CheckpointError
-        (a ``ValueError``) The file is truncated or corrupted, is not an edu_seg checkpoint,
-        or holds a different model (name, or any parameter's shape; the message names it).
-    """
-    path = Path(path)
-    arrays, meta = _read_npz(path)
-    name, config = meta["model"]["name"], meta["model"]["config"]
-    if model is None:
-        model = _models.create(name, **config)
-    elif model.name != name:
-        raise CheckpointError(f"checkpoint {path} holds a {name!r} model, but the model to load "
-                              f"it into is a {model.name!r}")
-    state = {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")}
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = [f"{k}: {tuple(state[k].shape)} in the checkpoint, {tuple(_shape(expected[k]))} "
-             f"in the model" for k in expected if k in state
-             and tuple(state[k].shape) != tuple(_shape(expected[k]))]
-    if missing or unexpected or wrong:
-        problems = ([f"missing {', '.join(missing)}"] if missing else []) \
-            + ([f"unexpected {', '.join(unexpected)}"] if unexpected else []) + wrong
-        raise CheckpointError(
-            f"checkpoint {path} does not fit this {model.name} (checkpoint config {config}, "
-            f"model config {dataclasses.asdict(model.config)}): " + "; ".join(problems[:5])
-            + (f"; and {len(problems) - 5} more" if len(problems) > 5 else ""))
-    model.load_state_dict(state)
-    train = _join_arrays(meta["train"], arrays)
-    return Checkpoint(model=model, model_name=name, model_config=config, train_state=train)
-
-
-def _shape(v):
-    return v.shape if hasattr(v, "shape") else np.shape(v)

@@ -19,13 +19,40 @@ evaluation (``train()``/``eval()``) and save or load everything it holds (``stat
 Buffers (:meth:`Module.register_buffer`) are arrays that belong to the model's state but are
 not trained, e.g. BatchNorm's running mean: they are saved and loaded, never optimised.
 """
+import contextlib
+import contextvars
 from collections import OrderedDict, namedtuple
 
 import numpy as np
 
 from ..autograd import Tensor
 
-__all__ = ["Parameter", "Module", "Sequential", "ModuleList", "ModuleDict", "StateDictError"]
+__all__ = ["Parameter", "Module", "Sequential", "ModuleList", "ModuleDict", "StateDictError",
+           "parameter_budget", "ParameterBudgetError"]
+
+# The parameter values that may still be created in this context (None: no limit).
+_BUDGET = contextvars.ContextVar("parameter_budget", default=None)
+
+
+class ParameterBudgetError(MemoryError):
+    """More parameter values were created inside :func:`parameter_budget` than it allows."""
+
+
+@contextlib.contextmanager
+def parameter_budget(values):
+    """Refuse to create more than ``values`` parameter values (elements) inside the block.
+
+    Layers create their weights with ``np.empty`` and fill them afterwards; ``np.empty`` only
+    reserves address space, and :class:`Parameter` counts the elements before anything is
+    written. So a model too large for the budget fails at its first parameter over it with a
+    :class:`ParameterBudgetError`, before its memory is touched. Used to build a model from an
+    untrusted config (a checkpoint's) no larger than the weights that come with it.
+    """
+    token = _BUDGET.set([int(values)])        # a list: Parameter decrements it in place
+    try:
+        yield
+    finally:
+        _BUDGET.reset(token)
 
 
 class Parameter(Tensor):
@@ -42,6 +69,12 @@ class Parameter(Tensor):
     __slots__ = ()
 
     def __init__(self, data, requires_grad=True):
+        budget = _BUDGET.get()
+        if budget is not None:
+            budget[0] -= int(np.size(data))
+            if budget[0] < 0:
+                raise ParameterBudgetError(f"Parameter: creating {np.size(data):,} more values "
+                                           f"exceeds the parameter budget")
         super().__init__(data, requires_grad=requires_grad)
 
     def __repr__(self):
