@@ -43,7 +43,7 @@ def plot_speed_accuracy(results, speed, variant="default", highlight=REAL_TIME_M
         No model has both a ``variant`` row and a speed row.
     """
     miou = {r["model"]: float(r["miou"]) for r in results
-            if r["variant"] == variant and r.get("supervision", "masks") == "masks"}
+            if r["variant"] == variant and (r.get("supervision") or "masks") == "masks"}
     rows = [r for r in speed if r["model"] in miou]
     if not rows:
         raise ValueError(f"plot_speed_accuracy: no model has both a {variant!r} zoo row and a "
