@@ -594,8 +594,15 @@ def evaluate_instances(model, data, batch_size=16):
     return ap
 
 
+#: Images with a side longer than this are predicted tile by tile (:func:`predict_probabilities`).
+PREDICT_TILE = 512
+#: Context in pixels around each tile's kept centre: predicted, then thrown away.
+PREDICT_MARGIN = 64
+
+
 @no_grad()
-def predict_probabilities(model, images, batch_size=16):
+def predict_probabilities(model, images, batch_size=16, tile=PREDICT_TILE,
+                          margin=PREDICT_MARGIN):
     """Class probabilities for images of any size: pads them to a size the model accepts,
     runs it in eval mode, crops, and takes the softmax over the classes.
 
@@ -604,6 +611,13 @@ def predict_probabilities(model, images, batch_size=16):
     model : SegmentationModel
     images : array, shape (N, C, H, W) float32
     batch_size : int
+    tile : int
+        Images with a side longer than ``tile`` are predicted in tiles of about ``tile`` x
+        ``tile`` pixels, one at a time, so that memory follows the tile, not the image (a
+        2048x2048 photo through the default U-Net needs some 2 GB at once).
+    margin : int
+        Pixels of real image context predicted around each tile's kept centre and then
+        thrown away (rounded up to a multiple of the model's output stride).
 
     Returns
     -------
@@ -616,24 +630,65 @@ def predict_probabilities(model, images, batch_size=16):
     then see plausible context instead of a black frame. For a model whose output is smaller
     than its input (U-Net with "valid" convolutions) the input is padded so that the output
     covers the whole image.
+
+    Tiling is the same idea inside the image: every tile starts at a multiple of the output
+    stride (so pooling windows fall where they fall for the whole image) and is predicted with
+    ``margin`` pixels of its neighbours around it. For a fully convolutional model whose
+    receptive field reaches at most ``margin`` pixels to each side, the tiles give the
+    whole-image result exactly; models that pool the whole image (PSPNet's pyramid, DeepLabV3's
+    image pooling) see one tile's context instead.
     """
     images = np.asarray(images)
+    for name, value, low in (("tile", tile, 1), ("margin", margin, 0)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"predict_probabilities: {name} must be an int >= {low}, got "
+                             f"{value!r}")
     N, _, H, W = images.shape
+    was_training = model.training
+    model.eval()
+    try:
+        if max(H, W) <= tile:
+            probs = np.concatenate([_probabilities(model, images[i:i + batch_size])
+                                    for i in range(0, N, batch_size)])
+        else:
+            probs = np.stack([_tiled_probabilities(model, image, tile, margin)
+                              for image in images])
+    finally:
+        model.train(was_training)
+    return probs
+
+
+def _probabilities(model, images):
+    """Softmax of the model's scores for a batch of equal-size images (N, C, H, W), padded to
+    a size the model accepts and cropped back."""
+    H, W = images.shape[-2:]
     in_h, in_w = model.input_size_for(H), model.input_size_for(W)
     out_h, out_w = model.output_size(in_h), model.output_size(in_w)
     top, left = (in_h - out_h) // 2, (in_w - out_w) // 2       # context the output lacks
     widths = ((0, 0), (0, 0), (top, in_h - H - top), (left, in_w - W - left))
-    was_training = model.training
-    model.eval()
-    probs = []
-    for i in range(0, N, batch_size):
-        x = np.pad(images[i:i + batch_size], widths, mode="symmetric")
-        scores = model(Tensor(np.ascontiguousarray(x, dtype=np.float32))).data
-        scores = scores[:, :, :H, :W]                              # (n, C, H, W)
-        e = np.exp(scores - scores.max(axis=1, keepdims=True))     # a stable softmax
-        probs.append(e / e.sum(axis=1, keepdims=True))
-    model.train(was_training)
-    return np.concatenate(probs).astype(np.float32, copy=False)
+    x = np.pad(images, widths, mode="symmetric")
+    scores = model(Tensor(np.ascontiguousarray(x, dtype=np.float32))).data
+    scores = scores[:, :, :H, :W]                                  # (n, C, H, W)
+    e = np.exp(scores - scores.max(axis=1, keepdims=True))         # a stable softmax
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32, copy=False)
+
+
+def _tiled_probabilities(model, image, tile, margin):
+    """(C, H, W) probabilities of one large image (C, H, W), tile by tile."""
+    s = model.output_stride
+    margin = -(-margin // s) * s                     # whole strides of context
+    core = max(s, (tile - 2 * margin) // s * s)      # the kept centre: whole strides too
+    _, H, W = image.shape
+    out = None
+    for y in range(0, H, core):
+        for x in range(0, W, core):
+            y0, x0 = max(y - margin, 0), max(x - margin, 0)
+            y1, x1 = min(y + core + margin, H), min(x + core + margin, W)
+            p = _probabilities(model, image[None, :, y0:y1, x0:x1])[0]   # (C, y1-y0, x1-x0)
+            if out is None:
+                out = np.empty((p.shape[0], H, W), np.float32)
+            out[:, y:y + core, x:x + core] = p[:, y - y0:y - y0 + core, x - x0:x - x0 + core]
+    return out
 
 
 def predict(model, images, batch_size=16):

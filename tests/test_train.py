@@ -16,7 +16,8 @@ from edu_seg.ops.loss import cross_entropy
 from edu_seg.ops.misc import default_generator
 from edu_seg.optim import Adam
 from edu_seg.train import (CheckpointError, NonFiniteLossError, TrainConfig, Trainer, evaluate,
-                           load_checkpoint, predict, save_checkpoint, seed_everything)
+                           load_checkpoint, predict, predict_probabilities, save_checkpoint,
+                           seed_everything)
 from edu_seg.viz.training import plot_run
 
 
@@ -419,3 +420,23 @@ def test_train_config_validation():
     with pytest.raises(ValueError, match="steps must be a positive int or None, got 0"):
         TrainConfig(steps=0)
     assert dataclasses.asdict(TrainConfig())["optimizer"] == "adam"
+
+
+def test_large_images_are_predicted_tile_by_tile_with_the_same_result():
+    # A small fully convolutional U-Net reaches about 10 px to each side: with 16 px of margin
+    # the tiles see all the context the whole image gives each kept pixel.
+    seed_everything(0)
+    model = models.create("unet", num_classes=4, depth=1, base_width=4)
+    images = np.random.default_rng(0).random((2, 3, 70, 91), dtype=np.float32)
+    whole = predict_probabilities(model, images)                     # 91 <= 512: one pass
+    tiled = predict_probabilities(model, images, tile=48, margin=16)  # 16-px tiles: 30 of them
+    assert tiled.shape == (2, 4, 70, 91)
+    np.testing.assert_allclose(tiled, whole, rtol=0, atol=1e-5)
+    # without the margin the tiles' edges see mirrored context instead of their neighbours
+    blind = predict_probabilities(model, images, tile=48, margin=0)
+    assert np.abs(blind - whole).max() > 1e-3
+    assert model.training                                              # the mode is restored
+    with pytest.raises(ValueError, match="tile must be an int >= 1, got 0"):
+        predict_probabilities(model, images, tile=0)
+    with pytest.raises(ValueError, match="margin must be an int >= 0, got -1"):
+        predict_probabilities(model, images, margin=-1)
