@@ -7,7 +7,6 @@ any cell fails the test and names the cell. ``make notebooks`` runs them in full
 outputs (as HTML under ``build/notebooks/``).
 """
 import os
-import re
 from pathlib import Path
 
 import pytest
@@ -47,15 +46,6 @@ def test_chapter_ends_with_summary_and_exercises(path):
     nb = nbformat.read(path, as_version=4)
     checks = [c for c in nb.cells if c.cell_type == "code" and 'check("Exercise' in c.source]
     assert len(checks) >= 3, f"{path.name}: needs a check cell per exercise"
-
-
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_chapter_links_resolve(path):
-    chapter = CHAPTERS / f"{path.stem}.md"
-    links = re.findall(r"\]\((\.\./[^)#]+)\)", chapter.read_text())
-    assert links, f"{chapter.name} links no code"
-    missing = [link for link in links if not (CHAPTERS / link).resolve().exists()]
-    assert not missing, f"{chapter.name} links to missing files: {missing}"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
