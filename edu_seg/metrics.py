@@ -41,6 +41,14 @@ prediction whose boundaries are off by a pixel or two loses little. :class:`Boun
 counts the same confusion matrix over only the pixels within ``band`` pixels of a true edge,
 so its IoU scores where the boundaries were placed (:func:`boundary_band_iou` for one call).
 
+Instance-weighted IoU (Cityscapes' iIoU)
+----------------------------------------
+Because every pixel weighs the same, a class's IoU over the dataset is decided by its large
+objects: a model that misses every small object loses little. :class:`InstanceWeightedIoU`
+weighs each ground-truth pixel by the inverse size of the object it belongs to (times the
+class's mean object size), so every object of a class counts the same; false positives,
+which belong to no object, are counted as they are.
+
 Instance average precision (COCO)
 ---------------------------------
 An instance model returns a list of objects per image — a box, a class, a score, a mask —
@@ -439,6 +447,155 @@ def boundary_band_iou(pred, target, num_classes, band=2, ignore_index=None):
     cm = BoundaryConfusion(num_classes, band=band, ignore_index=ignore_index)
     cm.update(pred, target)
     return cm.iou(), cm.miou()
+
+
+class InstanceWeightedIoU:
+    """Cityscapes' instance-level IoU (iIoU): every object of a class weighs the same.
+
+    The dataset-wide :class:`ConfusionMatrix` weighs every pixel equally, so a class's IoU is
+    decided by its large objects: missing every object of 10 pixels costs almost nothing next
+    to one object of 1000. iIoU (Cordts et al., "The Cityscapes Dataset for Semantic Urban
+    Scene Understanding", CVPR 2016) reweights each ground-truth pixel by the size of the
+    object it belongs to, so a small object that is missed counts as much as a large one.
+    The counts are still summed over the whole dataset before dividing, as for mIoU.
+
+    Call :meth:`update` once per image (images hold different numbers of objects), then
+    read :meth:`iou` and :meth:`miou`.
+
+    Parameters
+    ----------
+    num_classes : int
+        ``C``; class ids are ``0 .. C-1``.
+    ignore_index : int, optional
+        Ground-truth pixels with this value count nowhere: not in an object, not as a false
+        positive.
+
+    Attributes
+    ----------
+    confusion : ConfusionMatrix
+        The ordinary pixel counts of the same images; its pixel IoU is what iIoU reweights,
+        and its off-diagonal column entries are iIoU's false positives.
+
+    Notes
+    -----
+    For object ``k`` of class ``c`` (an instance mask), with ``size_k`` pixels of which
+    ``tp_k`` are predicted ``c``:
+
+    - weight ``w_k = S_c / size_k``, with ``S_c`` the mean size of the class's objects over
+      every image seen;
+    - ``iTP_c = sum_k w_k tp_k``, ``iFN_c = sum_k w_k (size_k - tp_k)``;
+    - ``FP_c`` = pixels predicted ``c`` whose ground truth is another (not ignored) class,
+      NOT weighted: a false positive lies in no ground-truth object, so it has no size;
+    - ``iIoU_c = iTP_c / (iTP_c + FP_c + iFN_c)``; ``NaN`` for a class with no object (the
+      background, or a class the images never contain). ``mIoU`` = the mean over the others.
+
+    Since ``S_c`` is the mean over the objects seen, ``iTP_c + iFN_c = sum_k size_k`` (the
+    class's object pixels) and ``iTP_c`` is that total times the MEAN RECALL of the objects,
+    ``mean_k tp_k / size_k``, where the pixel IoU uses the pooled recall
+    ``sum_k tp_k / sum_k size_k``. With objects of one size the two agree. Cityscapes'
+    evaluation script takes ``S_c`` from a fixed table of average sizes; here it is the
+    evaluated images' own mean, so no table is needed. Pixels of class ``c`` outside every instance
+    mask (Cityscapes' "group" regions) count in neither ``iTP`` nor ``iFN``, and are not
+    false positives either.
+
+    Examples
+    --------
+    >>> objects = np.zeros((2, 8, 8), bool)                     # (G, H, W)
+    >>> objects[0, 0:4, 0:4] = True                             # a 16-pixel object
+    >>> objects[1, 6, 6] = True                                 # a 1-pixel object
+    >>> target = objects.any(axis=0).astype(int)                # (H, W), both of class 1
+    >>> pred = target.copy(); pred[6, 6] = 0                    # the small one is missed
+    >>> metric = InstanceWeightedIoU(2)
+    >>> metric.update(pred, target, objects, np.array([1, 1]))
+    >>> round(float(metric.confusion.iou()[1]), 3), float(metric.iou()[1])  # pixel IoU, iIoU
+    (0.941, 0.5)
+    """
+
+    def __init__(self, num_classes, ignore_index=None):
+        self.confusion = ConfusionMatrix(num_classes, ignore_index)   # validates both
+        self.num_classes = self.confusion.num_classes
+        self.ignore_index = self.confusion.ignore_index
+        self.reset()
+
+    def reset(self):
+        """Forget every image seen."""
+        self.confusion.reset()
+        C = self.num_classes
+        self._objects = np.zeros(C, np.int64)        # number of objects of each class
+        self._pixels = np.zeros(C, np.int64)         # their total size
+        self._recall = np.zeros(C, np.float64)       # sum over them of tp_k / size_k
+
+    def update(self, pred, target, instance_masks, instance_labels):
+        """Add one image.
+
+        Parameters
+        ----------
+        pred : array_like of int, shape (H, W)
+            Predicted class ids.
+        target : array_like of int, shape (H, W)
+            Ground-truth class ids in ``[0, C)``, or ``ignore_index``.
+        instance_masks : array_like of bool, shape (G, H, W)
+            One mask per ground-truth object (``G`` may be 0), e.g. a
+            :class:`edu_seg.data.Shapes` sample's ``instance_masks``.
+        instance_labels : array_like of int, shape (G,)
+            Each object's class (a sample's ``labels``).
+
+        Raises
+        ------
+        ValueError
+            Shapes disagree; a class id is outside ``[0, C)``; an object covers a pixel
+            whose target is another class.
+        """
+        op = "InstanceWeightedIoU.update"
+        pred, target = _as_numpy(pred, "pred"), _as_numpy(target, "target")
+        masks = _as_numpy(instance_masks, "instance_masks").astype(bool)
+        labels = _as_numpy(instance_labels, "instance_labels")
+        if target.ndim != 2:
+            raise ValueError(f"{op}: target must be one (H, W) image, got shape {target.shape}")
+        if masks.ndim != 3 or masks.shape[1:] != target.shape:
+            raise ValueError(f"{op}: instance_masks must be (G, {target.shape[0]}, "
+                             f"{target.shape[1]}) like the target, got shape {masks.shape}")
+        if labels.shape != (len(masks),) or labels.dtype.kind not in "iu":
+            raise ValueError(f"{op}: instance_labels must be {len(masks)} integer class ids "
+                             f"(one per mask), got shape {labels.shape} dtype {labels.dtype}")
+        if ((labels < 0) | (labels >= self.num_classes)).any():
+            raise ValueError(f"{op}: instance_labels must be in [0, {self.num_classes}), got "
+                             f"{labels.tolist()}")
+        labels = labels.astype(np.int64)
+        if self.ignore_index is not None:
+            masks = masks & (target != self.ignore_index)
+        wrong = masks & (target != labels[:, None, None])                 # (G, H, W)
+        if wrong.any():
+            k = int(np.flatnonzero(wrong.any(axis=(1, 2)))[0])
+            raise ValueError(f"{op}: object {k} has class {labels[k]} but covers pixels whose "
+                             f"target is {np.unique(target[wrong[k]]).tolist()}")
+        # The confusion matrix checks pred against target (shape, class ids) and raises
+        # before it counts anything; the objects are counted only after it.
+        self.confusion.update(pred[None], target[None])
+        size = masks.sum(axis=(1, 2))                                      # (G,)
+        hit = (masks & (pred == labels[:, None, None])).sum(axis=(1, 2))   # (G,) tp_k
+        seen = size > 0                        # an empty (fully ignored) object has no size
+        np.add.at(self._objects, labels[seen], 1)
+        np.add.at(self._pixels, labels[seen], size[seen])
+        np.add.at(self._recall, labels[seen], hit[seen] / size[seen])
+
+    def iou(self):
+        """iIoU per class, shape (C,); NaN for a class without objects (e.g. the background)."""
+        ratio = ConfusionMatrix._ratio
+        mean_size = ratio(self._pixels, self._objects)                  # S_c, NaN if no object
+        itp = mean_size * self._recall                                  # sum_k w_k tp_k
+        ifn = mean_size * (self._objects - self._recall)                # sum_k w_k fn_k
+        m = self.confusion.matrix
+        fp = m.sum(axis=0) - np.diag(m)                                 # unweighted
+        return ratio(itp, itp + fp + ifn)
+
+    def miou(self):
+        """Mean iIoU over the classes with objects (NaN entries of :meth:`iou` skipped)."""
+        return ConfusionMatrix._nanmean(self.iou())
+
+    def __repr__(self):
+        return (f"InstanceWeightedIoU(num_classes={self.num_classes}, "
+                f"ignore_index={self.ignore_index}, objects={int(self._objects.sum())})")
 
 
 # ==========================================================================================
