@@ -1,5 +1,6 @@
 """Pictures of a training run: curves, predictions next to the ground truth, the confusion matrix;
-and several runs' curves side by side (``plot_compare``).
+several runs' curves side by side (``plot_compare``); several models' predictions next to their
+mistakes (``plot_prediction_comparison``).
 
 Each function returns a matplotlib ``Figure`` (shown inline in Jupyter) and, given ``path``,
 writes it as a PNG. Figures are built with ``matplotlib.figure.Figure`` rather than ``pyplot``,
@@ -12,10 +13,11 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
+from ..metrics import boundary_band
 from .palette import PALETTE, colorize
 
-__all__ = ["plot_history", "plot_compare", "plot_predictions", "plot_confusion_matrix", "overlay",
-           "plot_run", "loss_terms"]
+__all__ = ["plot_history", "plot_compare", "plot_predictions", "plot_prediction_comparison",
+           "plot_confusion_matrix", "overlay", "plot_run", "loss_terms"]
 
 
 def _save(fig, path):
@@ -203,6 +205,84 @@ def plot_predictions(images, masks, preds, class_names=None, path=None, palette=
                    for k, name in enumerate(class_names)]
         fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6),
                    frameon=False)
+    return _save(fig, path)
+
+
+def plot_prediction_comparison(images, masks, predictions, class_names=None, band=None,
+                               path=None, palette=None, max_rows=6):
+    """Several models' predictions on the same images, each next to a map of its mistakes.
+
+    Parameters
+    ----------
+    images : array, shape (N, 3, H, W), float in [0, 1]
+    masks : array of int, shape (N, H, W)
+    predictions : dict of str to array of int, shape (N, H, W)
+        One entry per model (name -> predicted class ids), drawn in this order.
+    class_names : list of str, optional
+        Names for the legend.
+    band : int, optional
+        Shade the pixels within ``band`` pixels of a true edge
+        (:func:`edu_seg.metrics.boundary_band`) in the error maps, and say what share of
+        each model's wrong pixels lies there: whether the mistakes sit on the boundaries.
+    path : str or Path, optional
+    palette : array (K, 3) uint8, optional
+        Class colours (default :data:`edu_seg.viz.palette.PALETTE`).
+    max_rows : int
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One row per image: the image, the ground truth, then for every model its prediction
+        and its errors (wrong pixels in red over the faded image; the band in light blue).
+        The label under an error map gives the share of the image's pixels that are wrong
+        (and, with ``band``, the share of those that lie in the band).
+    """
+    masks = np.asarray(masks)
+    if not predictions:
+        raise ValueError("plot_prediction_comparison: predictions is empty; pass "
+                         "{model name: (N, H, W) predicted class ids}")
+    predictions = {name: np.asarray(p) for name, p in predictions.items()}
+    for name, p in predictions.items():
+        if p.shape != masks.shape:
+            raise ValueError(f"plot_prediction_comparison: predictions[{name!r}] has shape "
+                             f"{p.shape} but masks have shape {masks.shape}")
+    near_edge = None if band is None else boundary_band(masks, band)          # (N, H, W)
+    n = min(len(images), max_rows)
+    columns = 2 + 2 * len(predictions)
+    fig = Figure(figsize=(1.8 * columns, 2.1 * n + 0.6), layout="constrained")
+    axes = np.asarray(fig.subplots(n, columns, squeeze=False))
+    for i in range(n):
+        image = np.asarray(images[i], dtype=np.float32)
+        faded = image.transpose(1, 2, 0) * 0.35 + 0.65                       # (H, W, 3)
+        if near_edge is not None:
+            faded[near_edge[i]] = faded[near_edge[i]] * 0.5 + np.array([0.55, 0.75, 1.0]) * 0.5
+        panels = [("image", image.transpose(1, 2, 0), ""),
+                  ("ground truth", overlay(image, masks[i], palette=palette), "")]
+        for name, p in predictions.items():
+            wrong = p[i] != masks[i]                                          # (H, W)
+            errors = faded.copy()
+            errors[wrong] = (0.85, 0.1, 0.1)
+            label = f"{wrong.mean():.1%} wrong"
+            if near_edge is not None and wrong.any():
+                label += f", {(wrong & near_edge[i]).sum() / wrong.sum():.0%} in band"
+            panels += [(name, overlay(image, p[i], palette=palette), ""),
+                       (f"{name}: errors", errors, label)]
+        for ax, (title, rgb, label) in zip(axes[i], panels):
+            ax.imshow(rgb, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_xlabel(label, fontsize=8)
+            if i == 0:
+                ax.set_title(title, fontsize=9)
+    colours = PALETTE if palette is None else np.asarray(palette)
+    names = class_names if class_names is not None else \
+        [f"class {k}" for k in range(int(masks.max()) + 1)]
+    handles = [Patch(color=colours[k] / 255, label=name) for k, name in enumerate(names)]
+    handles.append(Patch(color=(0.85, 0.1, 0.1), label="wrong"))
+    if band is not None:
+        handles.append(Patch(color=(0.6, 0.78, 1.0), label=f"within {band} px of a true edge"))
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 7),
+               frameon=False, fontsize=8)
     return _save(fig, path)
 
 
