@@ -18,6 +18,7 @@ matplotlib.use("Agg")  # noqa: E402  (headless, whatever the environment says)
 import numpy as np
 import pytest
 from matplotlib.collections import PathCollection
+from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from PIL import Image
 
@@ -241,6 +242,52 @@ def test_show_step_and_views():
         show_transposed_views(3, 3, 2, output_pixel=(7, 0))
 
 
+@pytest.mark.parametrize("size, k, s, p, d, op, pixel", [
+    (3, 3, 2, 0, 1, 0, (3, 2)), (4, 3, 2, 1, 1, 1, (4, 5)), (3, 2, 3, 0, 2, 1, (5, 1))])
+def test_views_show_the_same_output_cell(size, k, s, p, d, op, pixel):
+    """Both pairs frame the same output cell, and light up the same inputs: those with a
+    non-zero gradient at that cell."""
+    fig = show_transposed_views(size, k, s, p, op, d, output_pixel=pixel)
+    ax_in, ax_counts, ax_canvas, ax_out = fig.axes
+    m = conv_index_map("transposed", size, k, s, p, d, op)
+    x = Tensor(np.ones((1, 1, size, size)), requires_grad=True)
+    y = conv_transpose2d(x, Tensor(np.ones((1, 1, k, k))), stride=s, padding=p,
+                         output_padding=op, dilation=d)
+    seed = np.zeros(y.shape)
+    seed[(0, 0) + pixel] = 1.0
+    y.backward(seed)
+    expected = np.flatnonzero(x.grad)
+    dark = np.flatnonzero(np.all(ax_in.images[0].get_array() == to_rgb("#1f78b4"), axis=-1))
+    np.testing.assert_array_equal(dark, expected)                     # scatter view
+    canvas = ax_canvas.images[0].get_array()
+    rows, cols = m.input_at.reshape(-1, 2)[expected].T
+    assert np.all(canvas[rows, cols] == to_rgb("#1f78b4"))            # zero-insertion view
+    for ax in (ax_counts, ax_out):                                    # the red frame
+        frames = [r for r in ax.patches if r.get_edgecolor()[:3] == to_rgb("#e31a1c")]
+        assert [(r.get_x() + 0.5, r.get_y() + 0.5) for r in frames] == [pixel[::-1]]
+
+
+def test_scatter_digits_contrast_with_their_cell():
+    """Every count is written in the colour that reads best on its cell: WCAG contrast >= 4.5
+    (black or white always reaches 4.58 on some side, whatever the background)."""
+    def luminance(rgb):
+        rgb = np.asarray(to_rgb(rgb))
+        return np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4) @ [
+            0.2126, 0.7152, 0.0722]
+
+    anim = animate_transposed_scatter(3, kernel_size=3, stride=2)
+    for frame in range(anim.scene.n_frames):
+        fig = show_step(anim, frame)
+        counts = anim.scene.counts[frame]
+        written = [t for t in fig.axes[1].texts if t.get_text()]
+        assert len(written) == np.count_nonzero(counts)
+        for text in written:
+            c, r = (int(round(v)) for v in text.get_position())
+            cell = anim.scene.cmap(anim.scene.norm(counts[r, c]))[:3]
+            lighter, darker = sorted([luminance(cell), luminance(text.get_color())])[::-1]
+            assert (lighter + 0.05) / (darker + 0.05) >= 4.5, (frame, r, c, text.get_color())
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(kind="deconv"), "kind"),
     (dict(kind="dilated", dilation=1), "dilation > 1"),
@@ -291,6 +338,25 @@ def test_effective_field_lies_in_the_theoretical_one():
     assert rf.gradient.sum() > 0 and not rf.gradient[~inside].any()
     fig = plot_receptive_fields([full, aspp, rf])
     assert len(fig.axes) == 3
+
+
+def test_receptive_field_picture_log_scale_margin_and_holes():
+    aspp = receptive_field(dilated_stack([3, 6, 12, 18, 24]), (1, 131, 131))
+    small = receptive_field(dilated_stack([1, 1]), (1, 41, 41))        # a 5x5 field
+    fig = plot_receptive_fields([aspp, small], ["aspp", "small"], scale="log", margin=3)
+    ax_aspp, ax_small = fig.axes[:2]
+    assert len(fig.axes) == 3                                          # + the colour bar
+    # the margin crops to the theoretical field and 3 pixels around, in input coordinates
+    assert ax_small.images[0].get_array().shape == (11, 11)
+    assert ax_small.images[0].get_extent() == [14.5, 25.5, 25.5, 14.5]
+    assert ax_aspp.images[0].get_array().shape == (131, 131)           # clipped to the input
+    # zeros are masked (drawn grey) and counted: 127^2 - 43^2 pixels of the support
+    assert ax_aspp.images[0].get_array().mask.sum() == 131 ** 2 - 43 ** 2
+    assert "14280 holes" in ax_aspp.get_xlabel() and "0 holes" in ax_small.get_xlabel()
+    linear = plot_receptive_fields([small])                            # the default: unchanged
+    assert linear.axes[0].images[0].get_array().shape == (41, 41) and len(linear.axes) == 1
+    with pytest.raises(ValueError, match="scale must be"):
+        plot_receptive_fields([small], scale="sqrt")
 
 
 def test_receptive_field_leaves_the_model_as_it_was():

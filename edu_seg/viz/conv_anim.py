@@ -20,14 +20,16 @@ that the two maps agree and that the inputs each frame highlights are exactly th
 non-zero gradient when the real op is differentiated at that output pixel.
 
 Every function returns matplotlib objects built without ``pyplot`` (headless-safe). In
-Jupyter show an animation with ``HTML(anim.to_jshtml())``, save it with
+Jupyter show an animation with :func:`edu_seg.viz.animation.animation_html` (matplotlib's
+player, needing nothing from outside the page), save it with
 ``anim.save("conv.gif", writer="pillow")`` and step through it with :func:`show_step`.
 """
 from dataclasses import dataclass
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.animation import FuncAnimation
-from matplotlib.colors import to_rgb
+from matplotlib.colors import Normalize, to_rgb
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
@@ -49,6 +51,16 @@ _READ_ZERO = to_rgb("#9a9a9a")       # a padding / inserted zero under the kerne
 _DONE = to_rgb("#b2df8a")            # an output pixel already written
 _NOW = to_rgb("#33a02c")             # the output pixel this frame writes
 _TODO = to_rgb("#ffffff")            # an output pixel not written yet
+_TARGET = to_rgb("#e31a1c")          # outline: the output cell both views of a still compute
+
+
+def _text_colour(background):
+    """Black or white, whichever contrasts more with an RGB(A) background (WCAG luminance)."""
+    rgb = np.asarray(background[:3], dtype=float)
+    linear = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    luminance = linear @ [0.2126, 0.7152, 0.0722]
+    # contrast with black (L + .05)/.05 beats contrast with white 1.05/(L + .05) above L = 0.179
+    return "black" if luminance > 0.179 else "white"
 
 
 @dataclass
@@ -201,12 +213,13 @@ def conv_index_map(kind, input_size, kernel_size, stride=1, padding=0, dilation=
     becomes -1); ``footprint`` is ``im2col`` (no padding, same stride and dilation) of the padded
     canvas numbered ``1 .. CH·CW``.
 
-    Transposed convolution (view 3 of chapter 03): insert ``s − 1`` zeros
-    between input pixels and pad each side by ``P = d(k−1) − p`` (plus ``output_padding`` at the
-    end), then slide the flipped kernel with stride 1. ``taps`` comes from
-    :func:`transposed_scatter_map` (input ``j`` reaches output ``o`` through tap ``t`` ⇒ footprint
-    cell ``K−1−t`` of ``o`` reads ``j``); ``footprint`` from ``im2col`` of the canvas. If ``p``
-    exceeds ``d(k−1)``, ``P`` is negative: the canvas is then cropped instead of padded.
+    Transposed convolution (view 3 of chapter 03): insert ``s − 1`` zeros between input pixels
+    and pad each side by ``P = d(k−1) − p`` (plus ``output_padding`` at the bottom and right),
+    then slide the flipped kernel with stride 1 and the same dilation ``d``. ``taps`` comes
+    from :func:`transposed_scatter_map` (input ``j`` reaches output ``o`` through tap ``t`` ⇒
+    footprint cell ``K−1−t`` of ``o`` reads ``j``); ``footprint`` from ``im2col`` of the
+    canvas. If ``p`` exceeds ``d(k−1)``, ``P`` is negative: the canvas is then cropped instead
+    of padded.
     """
     o = _options("conv_index_map", kind, input_size, kernel_size, stride, padding, dilation,
                  output_padding)
@@ -321,9 +334,15 @@ class _ConvScene:
             title = (f"input {H}x{W} + padding {fmt(m.padding)}\nkernel {KH}x{KW}, stride "
                      f"{fmt(m.stride)}, dilation {fmt(m.dilation)}")
         else:
-            title = (f"input {H}x{W}, stride-1 = {fmt(tuple(v - 1 for v in m.stride))} zeros "
-                     f"inserted, padded\nflipped {KH}x{KW} kernel, stride 1, dilation "
-                     f"{fmt(m.dilation)}")
+            gaps = tuple(v - 1 for v in m.stride)
+            pad = tuple(d * (k - 1) - p
+                        for d, k, p in zip(m.dilation, m.kernel_size, m.padding))
+            extra = ("" if m.output_padding == (0, 0)
+                     else f" (+{fmt(m.output_padding)} bottom/right)")
+            title = (f"input {H}x{W}: s − 1 = {fmt(gaps)} zero{'s' * (max(gaps) != 1)} "
+                     f"inserted between inputs,\npadded by d(k − 1) − p = {fmt(pad)}{extra}"
+                     f"{' (< 0: cropped)' * (min(pad) < 0)}\nflipped {KH}x{KW} kernel, stride 1, "
+                     f"dilation {fmt(m.dilation)}")
         _grid_axes(ax_in, CH, CW, title)
         _grid_axes(ax_out, OH, OW, f"output {OH}x{OW}")
         art = {"canvas": ax_in.imshow(self.canvas_image(0), interpolation="nearest"),
@@ -356,6 +375,7 @@ class _ScatterScene:
         self.n_frames = self.scatter.shape[0]
         self.counts = np.cumsum(self.scatter > 0, axis=0)   # stamps per output cell after frame j
         self.vmax = max(int(self.counts[-1].max()), 1)
+        self.cmap, self.norm = colormaps["Greens"], Normalize(0, self.vmax + 0.5)
 
     def panel_widths(self):
         return [self.input_size[1], self.scatter.shape[2]]
@@ -375,29 +395,52 @@ class _ScatterScene:
         _grid_axes(ax_in, H, W, f"input {H}x{W}")
         _grid_axes(ax_out, OH, OW, f"output {OH}x{OW}: how many stamps\nadd up in each cell")
         art = {"input": ax_in.imshow(self.input_image(0), interpolation="nearest"),
-               "output": ax_out.imshow(self.counts[0], cmap="Greens", vmin=0,
-                                       vmax=self.vmax + 0.5, interpolation="nearest"),
+               "output": ax_out.imshow(self.counts[0], cmap=self.cmap, norm=self.norm,
+                                       interpolation="nearest"),
                "stamp": [],
-               "text": [[ax_out.text(c, r, "", ha="center", va="center", fontsize=8,
-                                     color="white" if self.counts[-1, r, c] > self.vmax / 2
-                                     else "black")
+               "text": [[ax_out.text(c, r, "", ha="center", va="center", fontsize=8)
                          for c in range(OW)] for r in range(OH)]}
         art["ax_out"] = ax_out
         return art
 
     def update(self, art, j):
         art["input"].set_data(self.input_image(j))
-        art["output"].set_data(self.counts[j])
+        self._draw_counts(art, self.counts[j])
+        self._outline_stamps(art, [j])
+        texts = [t for row in art["text"] for t in row]
+        return [art["input"], art["output"], *art["stamp"], *texts]
+
+    def focus(self, art, oh, ow):
+        """The finished scatter, focused on output ``(oh, ow)``: the inputs whose stamps cover
+        it are dark blue (the others light blue, as on the zero-insertion canvas), their stamps
+        are outlined, and the cell itself is framed in red."""
+        writers = np.flatnonzero(self.scatter[:, oh, ow])
+        img = np.empty((self.n_frames, 3))
+        img[:], img[writers] = _INPUT, _READ
+        art["input"].set_data(img.reshape(*self.input_size, 3))
+        self._draw_counts(art, self.counts[-1])
+        self._outline_stamps(art, writers)
+        art["ax_out"].add_patch(Rectangle((ow - 0.5, oh - 0.5), 1, 1, fill=False, ec=_TARGET,
+                                          lw=3))
+        n = len(writers)
+        art["ax_out"].set_xlabel(f"({oh}, {ow}) gets {n} stamp{'s' * (n != 1)}", fontsize=9)
+
+    def _draw_counts(self, art, counts):
+        """Colour the output by ``counts`` and write each non-zero count in a legible colour."""
+        art["output"].set_data(counts)
+        for r, row in enumerate(art["text"]):
+            for c, t in enumerate(row):
+                t.set_text(str(counts[r, c]) if counts[r, c] else "")
+                t.set_color(_text_colour(self.cmap(self.norm(counts[r, c]))))
+
+    def _outline_stamps(self, art, pixels):
+        """Outline every output cell the stamps of input ``pixels`` (flat indices) write."""
         for rect in art["stamp"]:
             rect.remove()
-        rows, cols = np.nonzero(self.scatter[j])
+        rows, cols = np.nonzero((self.scatter[pixels] > 0).any(axis=0))
         art["stamp"] = [art["ax_out"].add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False,
                                                           ec="black", lw=1.6))
                         for r, c in zip(rows, cols)]
-        for r, row in enumerate(art["text"]):
-            for c, t in enumerate(row):
-                t.set_text(str(self.counts[j, r, c]) if self.counts[j, r, c] else "")
-        return [art["input"], art["output"], *art["stamp"]]
 
 
 def _figure(scenes):
@@ -450,7 +493,7 @@ def animate_conv(kind="conv", input_size=5, kernel_size=3, stride=1, padding=0, 
     matplotlib.animation.FuncAnimation
         ``OH · OW`` frames. ``anim.scene.map`` is the :class:`ConvIndexMap` the frames are drawn
         from. Save with ``anim.save("conv.gif", writer="pillow")``; in Jupyter show it with
-        ``IPython.display.HTML(anim.to_jshtml())``; :func:`show_step` draws one frame.
+        :func:`edu_seg.viz.animation.animation_html` (anim); :func:`show_step` draws one frame.
 
     Notes
     -----
@@ -474,9 +517,10 @@ def animate_transposed_scatter(input_size=3, kernel_size=3, stride=2, padding=0,
     """Animate the scatter view of a transposed convolution: each input pixel stamps the kernel.
 
     Frame ``j`` adds the stamp of input pixel ``j`` (outlined); each output cell shows how many
-    stamps have landed on it so far. With ``kernel_size=3, stride=2`` the final counts form the
-    checkerboard (1, 2 and 4 overlaps) that makes transposed-conv decoders print grid artefacts;
-    with ``kernel_size=4, stride=2`` every interior cell gets the same count.
+    stamps have landed on it so far. With ``kernel_size=3, stride=2`` the final counts form a
+    checkerboard (1, 2 and 4 overlaps): the uneven coverage that makes transposed-conv decoders
+    prone to grid artefacts, unless the weights compensate for it (chapter 03); with
+    ``kernel_size=4, stride=2`` every interior cell gets the same count.
 
     Parameters
     ----------
@@ -499,10 +543,12 @@ def show_transposed_views(input_size=3, kernel_size=3, stride=2, padding=0, outp
                           dilation=1, output_pixel=None):
     """The two pictures of one transposed convolution, side by side, as a still.
 
-    Left pair: the scatter view after every input pixel has stamped its kernel (counts of
-    overlapping stamps per output cell). Right pair: the same op as zeros inserted into the
-    input plus an ordinary convolution with the flipped kernel, computing ``output_pixel``.
-    Both are drawn from one run of the library's ``conv_transpose2d``.
+    Both pairs show how ``output_pixel`` (framed in red) is computed. Left pair: the scatter
+    view after every input pixel has stamped its kernel (counts of overlapping stamps per
+    output cell), with the inputs whose stamps cover ``output_pixel`` in dark blue and their
+    stamps outlined. Right pair: the same op as zeros inserted into the input plus an ordinary
+    convolution with the flipped kernel, at ``output_pixel``: the same inputs are dark blue
+    under the kernel. Both are drawn from the library's ``conv_transpose2d``.
 
     Parameters
     ----------
@@ -525,10 +571,12 @@ def show_transposed_views(input_size=3, kernel_size=3, stride=2, padding=0, outp
         raise ValueError(f"show_transposed_views: output_pixel must lie in the {OH}x{OW} "
                          f"output, got {output_pixel!r}")
     fig, (scatter_art, conv_art) = _figure([scatter_scene, conv_scene])
-    scatter_scene.update(scatter_art, scatter_scene.n_frames - 1)
+    scatter_scene.focus(scatter_art, oh, ow)
     conv_scene.update(conv_art, oh * OW + ow)
-    fig.suptitle("scatter view (left) and zero-insertion view (right) of the same "
-                 "transposed convolution", fontsize=11)
+    conv_art["output"].axes.add_patch(Rectangle((ow - 0.5, oh - 0.5), 1, 1, fill=False,
+                                                ec=_TARGET, lw=3))
+    fig.suptitle(f"output ({oh}, {ow}) of one transposed convolution: scatter view (left), "
+                 "zero-insertion view (right)", fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 0.93))
     return fig
 

@@ -20,7 +20,9 @@ Two numbers describe what output pixel ``(i, j)`` of a network depends on:
 """
 from dataclasses import dataclass
 
+import matplotlib
 import numpy as np
+from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
@@ -231,13 +233,22 @@ def dilated_stack(rates, kernel_size=3, channels=1, weights="uniform"):
     return nn.Sequential(*layers)
 
 
-def plot_receptive_fields(fields, titles=None):
+def plot_receptive_fields(fields, titles=None, scale="linear", margin=None):
     """Heat maps of effective receptive fields with the theoretical field outlined.
 
     Parameters
     ----------
     fields : sequence of ReceptiveField
     titles : sequence of str, optional
+    scale : {"linear", "log"}
+        ``"linear"`` shows where most of the gradient is; ``"log"`` (from 1e-4 of the maximum
+        to 1, smaller values in the darkest colour) shows how far the non-zero gradient
+        reaches, paints the pixels whose gradient is exactly zero grey, so the holes of a
+        dilated stack stand out from its weak border, and counts those holes.
+    margin : int, optional
+        Show only the theoretical field (or, when it is unknown, the bounding box of the
+        non-zero gradient) and ``margin`` pixels around it, so that a small field in a large
+        input is not a speck. Default: the whole input.
 
     Returns
     -------
@@ -246,27 +257,52 @@ def plot_receptive_fields(fields, titles=None):
         centre (cross) and, when known, the theoretical field (dashed square). The caption
         gives the theoretical size, the size of the non-zero support and the sides of the
         squares (see :meth:`ReceptiveField.effective_size`) holding 50% and 95% of the
-        gradient.
+        gradient; with ``scale="log"`` also the number of holes: zero-gradient pixels inside
+        the bounding box of the non-zero support.
     """
+    if scale not in ("linear", "log"):
+        raise ValueError(f"plot_receptive_fields: scale must be 'linear' or 'log', got {scale!r}")
     n = len(fields)
-    fig = Figure(figsize=(3.6 * n, 4.0))
+    fig = Figure(figsize=(3.6 * n + (0.9 if scale == "log" else 0), 4.4), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, n))
+    # log: zeros are masked and drawn in the colour map's "bad" colour
+    cmap = matplotlib.colormaps["magma"].with_extremes(bad="0.6", under="black")
+    norm = LogNorm(vmin=1e-4, vmax=1) if scale == "log" else Normalize(vmin=0, vmax=1)
     for k, (ax, f) in enumerate(zip(axes, fields)):
         g = f.gradient / f.gradient.max() if f.gradient.max() > 0 else f.gradient
-        ax.imshow(g, cmap="magma", vmin=0, vmax=1, interpolation="nearest")
+        rows, cols = np.nonzero(g)
         if f.size is not None:
-            (r0, c0), (h, w) = f.start, f.size
-            ax.add_patch(Rectangle((c0 - 0.5, r0 - 0.5), w, h, fill=False, ec="cyan", lw=1.2,
+            box = (f.start[0], f.start[1], f.start[0] + f.size[0], f.start[1] + f.size[1])
+        elif len(rows):
+            box = (rows.min(), cols.min(), rows.max() + 1, cols.max() + 1)
+        else:
+            box = (0, 0) + g.shape
+        r0, c0, r1, c1 = (0, 0) + g.shape if margin is None else (
+            max(box[0] - margin, 0), max(box[1] - margin, 0),
+            min(box[2] + margin, g.shape[0]), min(box[3] + margin, g.shape[1]))
+        shown = np.ma.masked_equal(g[r0:r1, c0:c1], 0) if scale == "log" else g[r0:r1, c0:c1]
+        # the extent keeps input coordinates, so the square and the cross need no shifting
+        im = ax.imshow(shown, cmap=cmap, norm=norm, interpolation="nearest",
+                       extent=(c0 - 0.5, c1 - 0.5, r1 - 0.5, r0 - 0.5))
+        if f.size is not None:
+            (sr, sc), (h, w) = f.start, f.size
+            ax.add_patch(Rectangle((sc - 0.5, sr - 0.5), w, h, fill=False, ec="cyan", lw=1.2,
                                    ls="--"))
-            centre = (r0 + (h - 1) / 2, c0 + (w - 1) / 2)
-            ax.plot(centre[1], centre[0], "+", color="cyan", ms=8)
+            ax.plot(sc + (w - 1) / 2, sr + (h - 1) / 2, "+", color="cyan", ms=8)
         theory = "n/a (not a chain)" if f.size is None else f"{f.size[0]}x{f.size[1]}"
         support = "x".join(map(str, f.support()))
         ax.set_title(titles[k] if titles else f"output {f.position}", fontsize=10)
         half, most = f.effective_size(0.5), f.effective_size(0.95)
-        ax.set_xlabel(f"theory {theory}, non-zero {support}\ngradient: 50% in {half}x{half}, "
-                      f"95% in {most}x{most}", fontsize=9)
+        label = (f"theory {theory}, non-zero {support}\ngradient: 50% in {half}x{half}, "
+                 f"95% in {most}x{most}")
+        if scale == "log":
+            holes = 0 if len(rows) == 0 else int(
+                (g[rows.min():rows.max() + 1, cols.min():cols.max() + 1] == 0).sum())
+            label += f"\n{holes} holes (zero gradient) in the support"
+        ax.set_xlabel(label, fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.tight_layout()
+    if scale == "log":
+        fig.colorbar(im, ax=list(axes), shrink=0.8, extend="min",
+                     label="|gradient| / max, log scale\ngrey: exactly 0")
     return fig
