@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.edu_seg-installed
 # edu_seg sets this itself when it is imported first, and the Makefile sets it for every run.
 export OPENBLAS_CORETYPE ?= $(shell grep -q avx512f /proc/cpuinfo 2>/dev/null && echo SkylakeX)
 
-.PHONY: all build demo test bench notebooks clean
+.PHONY: all build demo test bench notebooks book book-check clean
 
 all: build
 
@@ -39,6 +39,25 @@ notebooks: build
 	$(PY) -m pip install --quiet jupyter nbconvert
 	mkdir -p build/notebooks
 	EDU_SEG_FAST=0 $(VENV)/bin/jupyter nbconvert --execute --to html --output-dir build/notebooks notebooks/*.ipynb
+
+# The course website (Sphinx + MyST-NB): chapters, executed notebooks, API reference.
+$(VENV)/.edu_seg-book: $(STAMP)
+	@echo "edu_seg: installing the website tools (Sphinx, MyST-NB, Furo, Selenium)"
+	$(PY) -m pip install --quiet sphinx myst-nb furo selenium
+	touch $@
+
+book: build $(VENV)/.edu_seg-book
+	@echo "edu_seg: building build/book/html, running every notebook in full (long: each trains its models)"
+	EDU_SEG_FAST=0 $(VENV)/bin/sphinx-build -q -c book . build/book/html
+	@echo "edu_seg: open build/book/html/index.html"
+
+# The same site with the notebooks in fast mode, then every page opened in headless Chromium
+# (Debian: apt-get install chromium chromium-driver).
+book-check: build $(VENV)/.edu_seg-book
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		{ echo "book-check needs chromium and chromedriver: apt-get install chromium chromium-driver"; exit 1; }
+	EDU_SEG_FAST=1 $(VENV)/bin/sphinx-build -q -c book . build/book-fast/html
+	$(PY) book/check_site.py build/book-fast/html
 
 clean:
 	rm -rf build edu_seg/_kernels/*.so kernels/*.c

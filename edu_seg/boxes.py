@@ -5,8 +5,8 @@ Everything a Mask R-CNN-style pipeline does with boxes besides RoIAlign itself
 predictions, suppress duplicates, route each box to a pyramid level, and paste a predicted
 ``M × M`` mask back into the image.
 
-Conventions
------------
+Box conventions
+---------------
 - A box is ``(x1, y1, x2, y2)`` in continuous pixel coordinates: pixel ``(i, j)`` (row, column)
   covers ``[j, j+1) × [i, i+1)``, so its centre is ``(j + ½, i + ½)``, and a box's width is
   ``x2 − x1``. Boxes arrays are ``(K, 4)``; the functions require ``x2 >= x1`` and

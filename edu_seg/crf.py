@@ -9,7 +9,7 @@ pixels,
     E(x) = Σ_i ψ_u(x_i) + Σ_{i<j} ψ_p(x_i, x_j),
 
 - unary ψ_u(x_i) = −log P(x_i), the network's own opinion of pixel i;
-- pairwise, between EVERY pair of pixels (hence "fully connected"),
+- pairwise, between EVERY pair of pixels (hence "fully connected")::
 
       ψ_p(x_i, x_j) = μ(x_i, x_j) · [ w1·exp(−|p_i−p_j|²/(2θα²) − |I_i−I_j|²/(2θβ²))
                                      + w2·exp(−|p_i−p_j|²/(2θγ²)) ],

@@ -175,7 +175,7 @@ def felzenszwalb(image, scale=1.0, sigma=0.8, min_size=20):
     image : (3, H, W), (1, H, W) or (H, W) float array
         Colours in [0, 1] (other finite values work; ``scale`` is relative to that range).
     scale : float
-        k of the threshold function τ(C) = k/|C|, >= 0, in units of a 0-255 colour (so the
+        k of the threshold function ``τ(C) = k/|C|``, >= 0, in units of a 0-255 colour (so the
         same number gives the same segmentation as the paper's code and scikit-image's).
         Larger k, fewer and larger regions.
     sigma : float

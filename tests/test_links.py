@@ -10,7 +10,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = sorted((ROOT / "chapters").glob("*.md")) + [ROOT / "README.md", ROOT / "CONTRIBUTING.md"]
 #: First path components that name something in the repository (a back-quoted path starting
 #: with one of them must exist; other back-quoted paths are outputs such as `runs/demo/`).
-TOP = ("edu_seg", "kernels", "chapters", "notebooks", "tests", "benchmarks", "zoo", ".ci")
+TOP = ("edu_seg", "kernels", "chapters", "notebooks", "tests", "benchmarks", "zoo", ".ci",
+       "book")
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 CODE = re.compile(r"`([^`\s]+)`")
 #: Placeholders a reader fills in: a path holding one of these is a pattern, not a file.

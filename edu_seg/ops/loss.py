@@ -4,8 +4,8 @@ A loss over a (8, 4, 64, 64) batch touches every logit a few times; composed fro
 autograd ops it would record a dozen nodes and as many temporaries. Here each loss computes its
 value and, in backward, its gradient directly (e.g. ``softmax − onehot`` for cross-entropy).
 
-Shapes: ``logits`` is (N, C, *) (usually (N, C, H, W), or (N, C) for classification) and an
-integer ``target`` is (N, *) of class indices; pixels equal to ``ignore_index`` (e.g. void or
+Shapes: ``logits`` is ``(N, C, *)`` (usually (N, C, H, W), or (N, C) for classification) and an
+integer ``target`` is ``(N, *)`` of class indices; pixels equal to ``ignore_index`` (e.g. void or
 object boundaries) contribute nothing to the loss or its gradient.
 
 Empty inputs: every loss here refuses an input with a zero-length axis (an empty batch,
@@ -223,9 +223,9 @@ def cross_entropy(logits, target, weight=None, ignore_index=-100, reduction="mea
 
     Parameters
     ----------
-    logits : Tensor of shape (N, C, H, W) (or (N, C), or (N, C, *))
+    logits : Tensor of shape (N, C, H, W) (or (N, C), or ``(N, C, *)``)
         Unnormalised class scores.
-    target : int array of shape (N, H, W) (or (N,), or (N, *))
+    target : int array of shape (N, H, W) (or (N,), or ``(N, *)``)
         Class indices in [0, C), or ``ignore_index``.
     weight : array of shape (C,), optional
         Per-class weights (e.g. inverse class frequency against class imbalance).
@@ -233,7 +233,7 @@ def cross_entropy(logits, target, weight=None, ignore_index=-100, reduction="mea
         Target value that is skipped (contributes 0 and is not counted in the mean).
     reduction : {"mean", "sum", "none"}
         "mean" divides by the SUM OF WEIGHTS of the counted targets (the number of counted
-        pixels when unweighted), exactly like PyTorch; "none" returns the (N, *) map.
+        pixels when unweighted), exactly like PyTorch; "none" returns the ``(N, *)`` map.
     label_smoothing : float in [0, 1]
         Target distribution (1 − ε)·onehot + ε/C (Szegedy et al., 2016).
 
@@ -631,7 +631,7 @@ def smooth_l1_loss(input, target, beta=1.0, reduction="mean"):
     target : array or Tensor of the same shape
         A floating Tensor with ``requires_grad`` receives a gradient too.
     beta : float >= 0
-        Where the loss turns from quadratic to linear. 0 gives the L1 loss |d|.
+        Where the loss turns from quadratic to linear. 0 gives the L1 loss ``|d|``.
     reduction : {"mean", "sum", "none"}
         "mean" divides by the number of elements.
 
@@ -647,14 +647,14 @@ def smooth_l1_loss(input, target, beta=1.0, reduction="mean"):
 
     Notes
     -----
-    With d = input − target, per element:
+    With d = input − target, per element::
 
         ℓ = 0.5·d²/β     if |d| < β
         ℓ = |d| − 0.5·β  otherwise
 
         ∂ℓ/∂d = clip(d/β, −1, 1)   (sign(d) when β = 0),   ∂ℓ/∂target = −∂ℓ/∂d
 
-    Both pieces meet with equal value and slope at |d| = β. The gradient never exceeds 1 in
+    Both pieces meet with equal value and slope at ``|d| = β``. The gradient never exceeds 1 in
     size, so outliers (a badly wrong box) cannot blow up training as with the L2 loss
     (Fast R-CNN, Girshick 2015). Note PyTorch's Huber loss is β times this one.
 

@@ -212,7 +212,7 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
 
     Parameters
     ----------
-    x : Tensor of shape (N, C, H, W) (or (N, C, *)), float32 or float64
+    x : Tensor of shape (N, C, H, W) (or ``(N, C, *)``), float32 or float64
     num_groups : int
         G, dividing C. G = 1 is LayerNorm over (C, H, W); G = C is InstanceNorm.
     weight, bias : Tensor of shape (C,), optional

@@ -42,7 +42,7 @@ def batch_norm_stats(x):
     Notes
     -----
     Two passes: first the mean, then the mean of squared deviations. The one-pass formula
-    E[x²] − E[x]² cancels catastrophically when |mean| ≫ std. Elementwise work stays in the
+    E[x²] − E[x]² cancels catastrophically when ``|mean| ≫ std``. Elementwise work stays in the
     dtype of x; the sums over m values accumulate in float64 (``dtype=np.float64``).
     """
     mean = x.mean(axis=(0, 2, 3), dtype=np.float64)

@@ -15,6 +15,7 @@
 - :mod:`edu_seg.viz.weak`: chapter 7 (what a box tells, a box's candidate segments and their
   costs, BoxSup's estimated masks round by round).
 """
+from .animation import animation_html
 from .conv_anim import (animate_conv, animate_transposed_scatter, conv_index_map, show_step,
                         show_transposed_views, transposed_scatter_map)
 from .detection import (draw_detections, render_detections, show_anchors, show_detections,
@@ -31,7 +32,7 @@ from .training import (loss_terms, overlay, plot_compare, plot_confusion_matrix,
                        plot_predictions, plot_run)
 from .weak import show_box_supervision, show_candidates, show_estimates
 
-__all__ = ["PALETTE", "IGNORE_COLOR", "colorize", "overlay", "plot_history", "plot_predictions",
+__all__ = ["animation_html", "PALETTE", "IGNORE_COLOR", "colorize", "overlay", "plot_history", "plot_predictions",
            "plot_confusion_matrix", "plot_run", "animate_conv", "animate_transposed_scatter",
            "conv_index_map", "show_step", "show_transposed_views", "transposed_scatter_map",
            "dilated_stack", "layer_arithmetic", "plot_receptive_fields", "receptive_field",
