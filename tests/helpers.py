@@ -40,3 +40,32 @@ def assert_state_dict_is_torchvisions(model, name):
     params, entries = read_table(name)
     assert [(k, v.shape) for k, v in model.state_dict().items()] == entries
     assert model.num_parameters() == params
+
+
+#: The label colours of :func:`make_camvid_folder`'s classes void, a, b, c.
+CAMVID_COLOURS = [(0, 0, 0), (200, 30, 30), (30, 200, 30), (30, 30, 200)]
+
+
+def make_camvid_folder(root, n_train, n_val, size=32, seed=4):
+    """A CamVid-layout folder from Shapes scenes: ``train/``, ``val/``, their ``*_labels/``
+    (RGB label images ``img<i>_L.png`` in :data:`CAMVID_COLOURS`) and ``class_dict.csv``."""
+    from PIL import Image
+
+    from edu_seg.data import Shapes
+
+    root = pathlib.Path(root)
+    root.mkdir(parents=True)
+    (root / "class_dict.csv").write_text("name,r,g,b\n" + "".join(
+        f"{name},{r},{g},{b}\n" for name, (r, g, b) in zip(("void", "a", "b", "c"),
+                                                         CAMVID_COLOURS)))
+    shapes = Shapes(n_train + n_val, size=size, seed=seed)
+    for split, indices in (("train", range(n_train)), ("val", range(n_train, n_train + n_val))):
+        (root / split).mkdir()
+        (root / f"{split}_labels").mkdir()
+        for i in indices:
+            s = shapes[i]
+            Image.fromarray((s["image"].transpose(1, 2, 0) * 255).astype(np.uint8)).save(
+                root / split / f"img{i}.png")
+            Image.fromarray(np.array(CAMVID_COLOURS, np.uint8)[s["mask"]]).save(
+                root / f"{split}_labels" / f"img{i}_L.png")
+    return root

@@ -15,6 +15,7 @@ from edu_seg import cli
 from edu_seg.optim import Adam
 from edu_seg.train import load_checkpoint
 from edu_seg.viz.palette import PALETTE
+from helpers import CAMVID_COLOURS, make_camvid_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -161,23 +162,8 @@ def test_train_and_predict_on_a_camvid_style_folder(tmp_path, capsys):
     """`--data PATH` reads a CamVid-layout folder; predictions are painted in its colours."""
     from PIL import Image
 
-    from edu_seg.data import Shapes
-
-    colours = [(0, 0, 0), (200, 30, 30), (30, 200, 30), (30, 30, 200)]
-    root = tmp_path / "camvid"
-    (root).mkdir()
-    (root / "class_dict.csv").write_text("name,r,g,b\n" + "".join(
-        f"{name},{r},{g},{b}\n" for name, (r, g, b) in zip(("void", "a", "b", "c"), colours)))
-    shapes = Shapes(6, size=32, seed=4)
-    for split, indices in (("train", range(4)), ("val", range(4, 6))):
-        (root / split).mkdir()
-        (root / f"{split}_labels").mkdir()
-        for i in indices:
-            s = shapes[i]
-            Image.fromarray((s["image"].transpose(1, 2, 0) * 255).astype(np.uint8)).save(
-                root / split / f"img{i}.png")
-            Image.fromarray(np.array(colours, np.uint8)[s["mask"]]).save(
-                root / f"{split}_labels" / f"img{i}_L.png")
+    colours = CAMVID_COLOURS
+    root = make_camvid_folder(tmp_path / "camvid", n_train=4, n_val=2)
     out = tmp_path / "run"
     assert cli.main(["train", "--data", str(root), "--epochs", "1", "--batch-size", "2",
                      "--model-config", "depth=1", "base_width=4", "--out", str(out),

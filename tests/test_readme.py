@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from edu_seg import cli
+from helpers import make_camvid_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -52,21 +53,7 @@ def make_scratch(folder):
 
     from edu_seg.data import Shapes
 
-    colours = [(0, 0, 0), (200, 30, 30), (30, 200, 30), (30, 30, 200)]
-    root = folder / "path" / "to" / "CamVid"
-    root.mkdir(parents=True)
-    (root / "class_dict.csv").write_text("name,r,g,b\n" + "".join(
-        f"{n},{r},{g},{b}\n" for n, (r, g, b) in zip(("void", "a", "b", "c"), colours)))
-    shapes = Shapes(12, size=32, seed=4)
-    for split, indices in (("train", range(8)), ("val", range(8, 12))):
-        (root / split).mkdir()
-        (root / f"{split}_labels").mkdir()
-        for i in indices:
-            s = shapes[i]
-            Image.fromarray((s["image"].transpose(1, 2, 0) * 255).astype(np.uint8)).save(
-                root / split / f"img{i}.png")
-            Image.fromarray(np.array(colours, np.uint8)[s["mask"]]).save(
-                root / f"{split}_labels" / f"img{i}_L.png")
+    make_camvid_folder(folder / "path" / "to" / "CamVid", n_train=8, n_val=4)
     image = Shapes(1, size=64, seed=9)[0]["image"]
     Image.fromarray((image.transpose(1, 2, 0) * 255).astype(np.uint8)).save(folder / "in.png")
 
