@@ -687,7 +687,7 @@ class BoxSup:
             raise ValueError(f"BoxSup: cache holds {len(self.cache)} images, train_data "
                              f"{len(self.view)}; pass cache=None to compute it")
         self.model, self.truth, self.rounds = model, truth, []
-        self.verbose = train_config.verbose
+        self.verbose, self.batch_size = train_config.verbose, train_config.batch_size
         self.chosen, self._changed = None, None
         if self.config.init == "segment":
             self._set_estimate(None)
@@ -759,9 +759,9 @@ class BoxSup:
                 self.cache.append([_pack(c) for c in candidate_segments(
                     s["image"], s["boxes"], self.config.max_candidates)])
         masks, chosen = np.empty_like(self.view.masks), []
-        batch = self.trainer.config.batch_size if model is not None else len(self.view)
-        for start in range(0, len(self.view), batch):
-            samples = [self.view[i] for i in range(start, min(start + batch, len(self.view)))]
+        for start in range(0, len(self.view), self.batch_size):
+            stop = min(start + self.batch_size, len(self.view))
+            samples = [self.view[i] for i in range(start, stop)]
             probs = [None] * len(samples)
             if model is not None:
                 probs = predict_probabilities(model, np.stack([s["image"] for s in samples]))
