@@ -37,7 +37,7 @@ import threading
 
 import numpy as np
 
-from .backend import get_array_module
+from .backend import check_device, device_of, get_array_module, is_array, to_device
 from .ops.limits import check_output_size
 
 __all__ = ["Tensor", "Function", "Context", "no_grad", "is_grad_enabled", "cat", "stack", "pad",
@@ -66,7 +66,7 @@ def _as_array(data):
     """An array for ``data``: arrays keep their dtype; Python numbers and lists become float32."""
     if isinstance(data, Tensor):
         return data.data
-    if isinstance(data, np.ndarray) or type(data).__module__.startswith("cupy"):
+    if is_array(data):
         return data
     if isinstance(data, np.generic):
         return np.asarray(data)
@@ -140,18 +140,14 @@ class _Node:
         self.saved_versions = ()
 
 
-def _is_array(v):
-    return isinstance(v, np.ndarray) or type(v).__module__.startswith("cupy")
-
-
 def _saved_versions(args, ctx):
     """(position, Tensor, version) for each Tensor input whose array ``forward`` kept in ctx.
 
     Only those matter: an op that saved nothing of an input (Add) gives the right gradient
     whatever later happens to that input.
     """
-    saved = [a for a in ctx.saved_tensors if _is_array(a)]
-    saved += [v for k, v in vars(ctx).items() if k != "saved_tensors" and _is_array(v)]
+    saved = [a for a in ctx.saved_tensors if is_array(a)]
+    saved += [v for k, v in vars(ctx).items() if k != "saved_tensors" and is_array(v)]
     if not saved:
         return ()
     return tuple((i, a, a._version) for i, a in enumerate(args) if isinstance(a, Tensor)
@@ -260,6 +256,26 @@ class Tensor:
     def item(self):
         """The single value of a one-element tensor, as a Python number."""
         return self.data.item()
+
+    @property
+    def device(self):
+        """Where the data lives: ``"cpu"`` (a NumPy array) or ``"cuda"`` (a CuPy array)."""
+        return device_of(self.data)
+
+    def to(self, device):
+        """This tensor on ``device`` (``"cpu"`` or ``"cuda"``): itself if it is already there,
+        else a copy that stays in the graph (the gradient is copied back in backward).
+
+        Raises
+        ------
+        ValueError, RuntimeError
+            An unknown device; ``"cuda"`` without CuPy or a GPU (the message says what to
+            install).
+        """
+        check_device("Tensor.to", device)
+        if self.device == device:
+            return self
+        return ToDevice.apply(self, device=device)
 
     def detach(self):
         """A tensor sharing the data but cut from the graph: no gradient flows through it."""
@@ -455,6 +471,19 @@ class Tensor:
 
 def _raw(x):
     return x.data if isinstance(x, Tensor) else x
+
+
+class ToDevice(Function):
+    """y = x copied to another device; the gradient is dy copied back to x's device."""
+
+    @staticmethod
+    def forward(ctx, x, *, device):
+        ctx.source = device_of(x)
+        return to_device(x, device)
+
+    @staticmethod
+    def backward(ctx, dy):
+        return to_device(dy, ctx.source)
 
 
 class IndexedGradient:

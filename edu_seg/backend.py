@@ -7,12 +7,16 @@ backend    module                               what it is
 =========  ===================================  ===========================================
 "cython"   ``edu_seg._kernels.<name>``          compiled Cython/OpenMP loops + BLAS (default)
 "numpy"    ``edu_seg.reference.<name>``         the readable NumPy reference
-"cupy"     ``edu_seg.cuda.<name>``              the CuPy twin (not written yet)
+"cupy"     ``edu_seg.cuda.<name>``              CUDA C kernels launched through CuPy
 =========  ===================================  ===========================================
 
-The differentiable ops in :mod:`edu_seg.functional` never import a kernel module directly; they
-ask :func:`kernels` for the one the current backend selects. This file also owns the thread
-count (OpenMP and BLAS together, so they never oversubscribe the cores) and ``show_config()``.
+:data:`KERNEL_CONTRACT` is the written list of what every one of these modules provides (a test
+checks all three against it). The differentiable ops in :mod:`edu_seg.functional` never import a
+kernel module directly; they ask :func:`kernels` for one, passing their input arrays: **the data
+decides**. CuPy arrays run the CUDA twin whatever the global backend says; NumPy arrays run the
+backend chosen with :func:`set_backend` (``"cython"`` or ``"numpy"``); a mix raises an error
+naming both devices. This file also owns the thread count (OpenMP and BLAS together, so they
+never oversubscribe the cores) and ``show_config()``.
 
 Examples
 --------
@@ -22,7 +26,6 @@ Examples
 """
 import contextlib
 import importlib
-import importlib.util
 import os
 import warnings
 
@@ -31,6 +34,75 @@ import numpy as np
 from . import _startup
 
 BACKENDS = ("cython", "numpy", "cupy")
+
+#: The kernel contract: for each kernel module, the functions every backend provides and their
+#: parameters. ``reference``, ``_kernels`` and ``cuda`` each implement exactly these (a module
+#: may add private helpers, and the documented extras of :data:`BACKEND_EXTRAS`).
+KERNEL_CONTRACT = {
+    "conv": {
+        "im2col": "(x, kernel_size, stride, padding, dilation)",
+        "col2im": "(cols, x_shape, kernel_size, stride, padding, dilation)",
+        "conv2d_forward": "(x, w, b, stride, padding, dilation, groups)",
+        "conv2d_backward_input": "(dy, w, x_shape, stride, padding, dilation, groups)",
+        "conv2d_backward_weight": "(dy, x, w_shape, stride, padding, dilation, groups)",
+        "conv2d_backward_bias": "(dy)",
+        "conv_transpose2d_forward": "(x, w, b, stride, padding, output_padding, dilation, groups)",
+    },
+    "norm": {
+        "batch_norm_stats": "(x)",
+        "batch_norm_forward": "(x, mean, invstd, weight, bias)",
+        "batch_norm_backward": "(dy, x, mean, invstd, weight, training)",
+    },
+    "pool": {
+        "pool_output_size": "(size, kernel_size, stride, padding, dilation=1, ceil_mode=False)",
+        "adaptive_pool_bins": "(size, bins)",
+        "max_pool2d_forward": "(x, kernel_size, stride, padding, dilation, ceil_mode)",
+        "max_pool2d_backward": "(dy, indices, x_shape)",
+        "max_unpool2d_forward": "(x, indices, output_hw)",
+        "max_unpool2d_backward": "(dy, indices)",
+        "avg_pool2d_forward": "(x, kernel_size, stride, padding, ceil_mode, count_include_pad)",
+        "avg_pool2d_backward": "(dy, x_shape, kernel_size, stride, padding, ceil_mode, "
+                               "count_include_pad)",
+        "adaptive_avg_pool2d_forward": "(x, output_hw)",
+        "adaptive_avg_pool2d_backward": "(dy, x_shape)",
+        "adaptive_max_pool2d_forward": "(x, output_hw)",
+    },
+    "resample": {
+        "linear_source_taps": "(in_size, out_size, align_corners, scale=None)",
+        "nearest_source_index": "(in_size, out_size, scale=None)",
+        "interpolate_bilinear_forward": "(x, out_hw, align_corners, scales)",
+        "interpolate_bilinear_backward": "(dy, in_hw, align_corners, scales)",
+        "interpolate_nearest_forward": "(x, out_hw, scales)",
+        "interpolate_nearest_backward": "(dy, in_hw, scales)",
+    },
+    "roi": {
+        "roi_align_forward": "(x, rois, output_hw, spatial_scale, sampling_ratio, aligned)",
+        "roi_align_backward": "(dy, rois, x_shape, output_hw, spatial_scale, sampling_ratio, "
+                              "aligned)",
+        "roi_pool_forward": "(x, rois, output_hw, spatial_scale)",
+        "roi_pool_backward": "(dy, argmax, rois, x_shape)",
+    },
+    "crf": {
+        "dense_crf_messages": "(image, q, theta_alpha, theta_beta, theta_gamma, w1, w2)",
+    },
+    "graph_segmentation": {
+        "segment_graph": "(edges, weights, num_vertices, k, min_size)",
+    },
+}
+
+#: Public functions a backend may have beyond the contract, and why.
+BACKEND_EXTRAS = {
+    # The textbook's other views of the same operation, which chapters 02 and 03 compare.
+    "numpy": {"conv": ("conv2d_naive", "conv_transpose2d_scatter",
+                       "conv_transpose2d_zero_insertion"),
+              # the geometry the reference spells out step by step for the pictures
+              "roi": ("bilinear_neighbours", "roi_align_sample_points", "roi_pool_bins")},
+    # Introspection of the compiled core (show_config, the thread tests).
+    "cython": {"conv": ("blas_thread_control_found",), "pool": ("per_thread_rows",),
+               "resample": ("per_thread_rows",), "crf": ("per_thread_rows",)},
+    "cupy": {},
+}
+
 _PACKAGE_OF = {"cython": "edu_seg._kernels", "numpy": "edu_seg.reference", "cupy": "edu_seg.cuda"}
 
 _state = {"backend": "cython", "num_threads": None, "blas_limiter": None}
@@ -63,21 +135,17 @@ def compiled_core_available():
     return _threads is not None
 
 
-def _cupy_twin_written():
-    """True if the CuPy kernels exist in this version (``edu_seg/cuda`` holds the twins)."""
-    return importlib.util.find_spec("edu_seg.cuda.conv") is not None
+#: How to get CuPy: its wheels on PyPI are built per CUDA major version.
+CUPY_INSTALL = ("`pip install cupy-cuda12x` (for a CUDA 12 driver; cupy-cuda11x or cupy-cuda13x "
+                "for CUDA 11 or 13; `nvidia-smi` prints the driver's CUDA version)")
 
 
 def _cupy_problem():
     """None if the CuPy backend can run here, else a sentence saying what is missing and the fix."""
-    if not _cupy_twin_written():
-        return ("this version of edu_seg has no CuPy kernels yet (edu_seg/cuda holds none), so "
-                "there is nothing to run on a GPU; use 'cython' (the default) or 'numpy'")
     try:
         import cupy
     except ImportError:
-        return ("CuPy is not installed; install the GPU extra with `pip install edu_seg[gpu]` "
-                "(or `pip install cupy-cuda12x` matching your CUDA version)")
+        return f"CuPy is not installed; install it with {CUPY_INSTALL}"
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as exc:  # CuPy raises its own CUDARuntimeError without a driver
@@ -96,7 +164,14 @@ def set_backend(name):
         If ``name`` is not one of :data:`BACKENDS`.
     RuntimeError
         If ``"cython"`` is asked for but the compiled core is missing, or ``"cupy"`` is asked for
-        without its kernels (not written yet), CuPy or a GPU; the message says what to do.
+        without CuPy or a GPU; the message says what to install.
+
+    Notes
+    -----
+    The backend chooses the kernels for NumPy arrays. Arrays on the GPU (CuPy) always run the
+    CUDA twin, so ``"cupy"`` is the backend for code that moved its data with
+    ``Tensor.to("cuda")`` / ``Module.to("cuda")``; with ``"cupy"`` selected, an op on NumPy
+    arrays raises an error that says to move them.
     """
     if name not in BACKENDS:
         raise ValueError(f"set_backend: unknown backend {name!r}; choose one of {BACKENDS}")
@@ -126,19 +201,55 @@ def use_backend(name):
         _state["backend"] = previous
 
 
-def kernels(module):
-    """The kernel module ``module`` (e.g. ``"conv"``) of the current backend.
+def is_cupy_array(a):
+    """True if ``a`` is a CuPy array (data on the GPU); checked without importing CuPy."""
+    return type(a).__module__.split(".")[0] == "cupy"
 
-    If the compiled core was built before this module existed, the NumPy reference stands in
-    (with one warning), so a stale build is slow, never broken.
+
+def is_array(a):
+    """True for a NumPy or a CuPy array (the two kinds of data a Tensor can hold)."""
+    return isinstance(a, np.ndarray) or is_cupy_array(a)
+
+
+def device_of(*arrays):
+    """``"cuda"`` if the arrays live on the GPU, ``"cpu"`` if on the host (None entries ignored).
+
+    Raises
+    ------
+    ValueError
+        If some arrays are CuPy arrays and others NumPy arrays: an op cannot mix devices.
     """
-    backend = _state["backend"]
+    devices = {"cuda" if is_cupy_array(a) else "cpu" for a in arrays if a is not None}
+    if len(devices) > 1:
+        shapes = ", ".join(f"{'cuda' if is_cupy_array(a) else 'cpu'} {tuple(a.shape)}"
+                           for a in arrays if a is not None)
+        raise ValueError(f"inputs live on different devices ({shapes}); move them to one "
+                         f"device first, e.g. with Tensor.to('cuda') or Module.to('cuda')")
+    return devices.pop() if devices else "cpu"
+
+
+def kernels(module, *arrays):
+    """The kernel module ``module`` (e.g. ``"conv"``) that should run on ``arrays``.
+
+    CuPy arrays select the CUDA twin (:mod:`edu_seg.cuda`) whatever :func:`get_backend` says;
+    NumPy arrays (or no arrays) select the current backend. If the compiled core was built
+    before this module existed, the NumPy reference stands in (with one warning), so a stale
+    build is slow, never broken.
+
+    Raises
+    ------
+    ValueError
+        If ``arrays`` mix devices, or the backend is ``"cupy"`` and they are NumPy arrays.
+    """
+    device = device_of(*arrays)
+    backend = "cupy" if device == "cuda" else _state["backend"]
+    if backend == "cupy" and arrays and device == "cpu":
+        raise ValueError(f"{module}: the 'cupy' backend runs on GPU arrays, but the inputs are "
+                         f"NumPy arrays on the host; move them with Tensor.to('cuda') (and the "
+                         f"model with Module.to('cuda')), or set_backend('cython')")
     try:
         return importlib.import_module(f"{_PACKAGE_OF[backend]}.{module}")
     except ImportError:
-        if backend == "cupy":
-            raise NotImplementedError(f"the 'cupy' backend has no {module!r} kernels yet; use "
-                                      "set_backend('cython') or 'numpy' for this op") from None
         if backend != "cython":
             raise
         if module not in _warned_missing:
@@ -149,13 +260,69 @@ def kernels(module):
         return importlib.import_module(f"edu_seg.reference.{module}")
 
 
+def host_kernels(module):
+    """The CPU kernels of ``module`` for host-side work on NumPy arrays that never goes to the
+    GPU (data augmentation, region proposals, pictures): the current backend, or the compiled
+    core (the reference where it is not built) while the backend is ``"cupy"``."""
+    if _state["backend"] != "cupy":
+        return kernels(module)
+    package = _PACKAGE_OF["cython" if _threads is not None else "numpy"]
+    return importlib.import_module(f"{package}.{module}")
+
+
 def get_array_module(*arrays):
     """``cupy`` if any argument is a CuPy array, else ``numpy`` (write device-agnostic code)."""
     for a in arrays:
-        if type(a).__module__.startswith("cupy"):
+        if is_cupy_array(a):
             import cupy
             return cupy
     return np
+
+
+#: Where a Tensor's data can live: the host (NumPy) or the GPU (CuPy).
+DEVICES = ("cpu", "cuda")
+
+
+def check_device(op, device):
+    """``device`` if it is one of :data:`DEVICES`; for ``"cuda"``, CuPy and a GPU must be there.
+
+    Raises
+    ------
+    ValueError
+        An unknown device name.
+    RuntimeError
+        ``"cuda"`` without CuPy or without a GPU; the message says what to install.
+    """
+    if device not in DEVICES:
+        raise ValueError(f"{op}: device must be one of {DEVICES}, got {device!r}")
+    if device == "cuda":
+        problem = _cupy_problem()
+        if problem:
+            raise RuntimeError(f"{op}: device 'cuda' needs CuPy and a GPU: {problem}")
+    return device
+
+
+def to_device(a, device):
+    """``a`` on ``device`` (``"cpu"`` or ``"cuda"``): the same array if it is already there,
+    else a copy (host -> GPU with ``cupy.asarray``, GPU -> host with ``.get()``)."""
+    if device == "cpu":
+        return to_host(a)
+    if is_cupy_array(a):
+        return a
+    import cupy
+
+    return cupy.asarray(a)
+
+
+def contiguous(a, dtype=None):
+    """``a`` as a C-contiguous array of ``dtype`` on its own device (a no-op when it already is):
+    what every kernel expects."""
+    return get_array_module(a).ascontiguousarray(a, dtype=dtype)
+
+
+def to_host(a):
+    """``a`` as a NumPy array: CuPy arrays are copied to the host, anything else is returned."""
+    return a.get() if is_cupy_array(a) else a
 
 
 # ----------------------------------------------------------------------------------- threads
@@ -253,9 +420,23 @@ def show_config(file=None):
                             else "no (loops run serially)"))
         except ImportError:
             pass
-    problem = _cupy_problem()
-    lines.append(f"  CuPy / GPU           : {'available' if problem is None else 'no - ' + problem}")
+    lines.append(f"  CuPy / GPU           : {_gpu_description()}")
     print("\n".join(lines), file=file)
+
+
+def _gpu_description():
+    """One line for show_config: the GPU, CuPy's and CUDA's versions, or why there is none."""
+    problem = _cupy_problem()
+    if problem:
+        return "no - " + problem
+    import cupy
+
+    runtime = cupy.cuda.runtime
+    name = runtime.getDeviceProperties(0)["name"]
+    name = name.decode() if isinstance(name, bytes) else name
+    version = runtime.runtimeGetVersion()        # e.g. 12040 for CUDA 12.4
+    return (f"{name} ({runtime.getDeviceCount()} visible), CuPy {cupy.__version__}, "
+            f"CUDA runtime {version // 1000}.{version % 1000 // 10}")
 
 
 def _init_threads_from_env():

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from . import models as _models
+from .backend import is_array, to_host
 from .autograd import Tensor
 from .nn.module import ParameterBudgetError, parameter_budget
 
@@ -89,9 +90,9 @@ def _split_arrays(tree, arrays):
     """
     if isinstance(tree, Tensor):
         tree = tree.data
-    if isinstance(tree, np.ndarray):
+    if is_array(tree):
         name = f"train/{len(arrays)}"
-        arrays[name] = tree
+        arrays[name] = to_host(tree)                     # a GPU array is saved from the host
         return {"__array__": name}
     if isinstance(tree, np.generic):
         return tree.item()
@@ -160,7 +161,7 @@ def save_checkpoint(path, model, train_state=None):
     train_state : dict, optional
         Anything JSON-able plus NumPy arrays (see :meth:`edu_seg.train.Trainer.state`).
     """
-    arrays = {f"model/{k}": np.asarray(v.data if isinstance(v, Tensor) else v)
+    arrays = {f"model/{k}": to_host(v.data if isinstance(v, Tensor) else v)   # host copies
               for k, v in model.state_dict().items()}
     train = {}
     meta = {

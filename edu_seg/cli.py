@@ -169,7 +169,7 @@ def cmd_models(args):
 def run_training(model_name, model_config, data, epochs, batch_size, lr, out, optimizer="adam",
                  weight_decay=0.0, schedule="poly", seed=0, train_samples=1024,
                  val_samples=256, size=64, num_classes=4, resume=None, progress=True,
-                 steps=None, supervision="masks"):
+                 steps=None, supervision="masks", device="cpu"):
     """Build data, model and :class:`~edu_seg.train.Trainer`, train, and report; returns it.
 
     The Trainer prints one line per epoch, and its ``on_epoch_end`` redraws the plots
@@ -179,6 +179,9 @@ def run_training(model_name, model_config, data, epochs, batch_size, lr, out, op
     classes only, by BoxSup (:class:`edu_seg.weak.BoxSup`, a line per round and
     ``OUT/boxsup_rounds.json``); ``"filled-boxes"`` on the filled boxes, never re-estimated
     (the baseline BoxSup improves on). The true masks then serve only to validate.
+
+    ``device``: ``"cuda"`` moves the model to the GPU (CuPy) and each batch with it; the
+    checkpoints are written from host copies, so they load anywhere.
 
     Raises
     ------
@@ -192,6 +195,11 @@ def run_training(model_name, model_config, data, epochs, batch_size, lr, out, op
     from .viz.training import plot_run
     from .weak import BoxSup, BoxSupConfig
 
+    backend.check_device("--device", device)
+    if device == "cuda" and supervision != "masks":
+        raise ValueError(f"--supervision {supervision} runs on the CPU only (BoxSup's "
+                         f"candidate segments and mask estimates are NumPy code); leave out "
+                         f"--device cuda")
     _check_out_dir(out)
     if supervision != "masks" and not data.startswith("shapes"):
         raise ValueError(f"--supervision {supervision} needs boxes and classes per object, "
@@ -207,7 +215,7 @@ def run_training(model_name, model_config, data, epochs, batch_size, lr, out, op
     n_classes = len(train_set.class_names)
     info["class_colors"] = _class_colours(train_set)
     seed_everything(seed)
-    model = models.create(model_name, num_classes=n_classes, **model_config)
+    model = models.create(model_name, num_classes=n_classes, **model_config).to(device)
     config = TrainConfig(epochs=epochs, steps=steps, batch_size=batch_size, lr=lr,
                          optimizer=optimizer, weight_decay=weight_decay, schedule=schedule,
                          seed=seed, progress=progress)
@@ -245,6 +253,8 @@ def run_training(model_name, model_config, data, epochs, batch_size, lr, out, op
                  "--size", str(size), "--num-classes", str(num_classes)]
     if supervision != "masks":
         argv += ["--supervision", supervision]
+    if device != "cpu":
+        argv += ["--device", device]
     if not progress:
         argv.append("--no-progress")
 
@@ -316,7 +326,7 @@ def cmd_train(args):
                  train_samples=args.train_samples, val_samples=args.val_samples,
                  size=args.size, num_classes=args.num_classes, resume=args.resume,
                  progress=not args.no_progress, steps=args.steps,
-                 supervision=args.supervision)
+                 supervision=args.supervision, device=args.device)
     return 0
 
 
@@ -328,7 +338,8 @@ def cmd_demo(args):
           f"({d['train_samples']} images of {d['size']}x{d['size']}, {d['epochs']} epochs)\n")
     run_training(d["model"], d["model_config"], d["data"], d["epochs"], d["batch_size"],
                  d["lr"], d["out"], optimizer=d["optimizer"], train_samples=d["train_samples"],
-                 val_samples=d["val_samples"], size=d["size"], progress=not args.no_progress)
+                 val_samples=d["val_samples"], size=d["size"], progress=not args.no_progress,
+                 device=args.device)
     print(f"demo finished in {time.perf_counter() - start:.0f} s")
     return 0
 
@@ -527,6 +538,8 @@ def build_parser():
 
     p = sub.add_parser("demo", help="train a small U-Net on Shapes (about 2 minutes)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--device", choices=backend.DEVICES, default="cpu",
+                   help="where the model trains: cpu, or cuda (a GPU, through CuPy)")
     add_runtime(p)
     p.set_defaults(func=cmd_demo)
 
@@ -556,6 +569,8 @@ def build_parser():
     p.add_argument("--size", type=int, default=64, help="Shapes only: image size")
     p.add_argument("--num-classes", type=int, default=4, help="Shapes only, incl. background")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--device", choices=backend.DEVICES, default="cpu",
+                   help="where the model trains: cpu, or cuda (a GPU, through CuPy)")
     add_runtime(p)
     p.set_defaults(func=cmd_train)
 

@@ -197,7 +197,7 @@ def _message_function(image, num_classes, method, theta_alpha, theta_beta, theta
                          f"to {EXACT_MAX_PIXELS} pixels (128x128), got {H}x{W}; use "
                          "method='approximate' (or 'auto')")
     if method == "exact" or (method == "auto" and H * W <= AUTO_EXACT_MAX_PIXELS):
-        K = kernels("crf")
+        K = kernels("crf", image)
         return lambda q: K.dense_crf_messages(image, q, theta_alpha, theta_beta, theta_gamma,
                                               w1, w2)
     return _ApproximateMessages(image, num_classes, theta_alpha, theta_beta, theta_gamma,

@@ -25,6 +25,7 @@ import math
 import numpy as np
 
 from .autograd import Tensor
+from .backend import device_of, is_array, to_device
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "LRScheduler", "PolyLR", "CosineLR",
            "StepLR"]
@@ -118,11 +119,13 @@ class Optimizer:
         for key, s in state_dict["state"].items():
             p = by_index[int(key)]
             for name, value in s.items():
-                if isinstance(value, np.ndarray) and value.shape != p.shape:
+                if is_array(value) and value.shape != p.shape:
                     raise ValueError(f"{type(self).__name__}.load_state_dict: state {name!r} of "
                                      f"parameter {key} has shape {value.shape}, the parameter "
                                      f"{p.shape}")
-            new_state[p] = copy.deepcopy(dict(s))
+            # a saved state holds host arrays: they go where the parameter lives
+            new_state[p] = {name: to_device(v, device_of(p.data)).copy() if is_array(v)
+                            else copy.deepcopy(v) for name, v in s.items()}
         for saved, group in zip(groups, self.param_groups):
             group.update({k: v for k, v in saved.items() if k != "params"})
         self.state = new_state
@@ -189,7 +192,7 @@ class SGD(Optimizer):
         if mu:
             buf = state.get("momentum_buffer")
             if buf is None:
-                buf = state["momentum_buffer"] = np.array(g, dtype=p.dtype)  # a copy
+                buf = state["momentum_buffer"] = g.astype(p.dtype, copy=True)
             else:
                 buf *= mu
                 buf += (1 - group["dampening"]) * g

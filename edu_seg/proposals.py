@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import correlate1d
 
-from .backend import kernels
+from .backend import host_kernels
 from .boxes import masks_to_boxes
 
 __all__ = ["felzenszwalb", "selective_search", "Proposals", "SELECTIVE_SEARCH_SCALES"]
@@ -161,9 +161,9 @@ def _segment(image, scale, sigma, min_size):
     edges, weights = _grid_edges(H, W), _grid_weights(smoothed)
     order = np.argsort(weights, kind="stable")             # lightest first; ties by edge index
     # k is in units of 0-255 colours (the paper's and scikit-image's), our colours are 0-1.
-    component = kernels("graph_segmentation").segment_graph(
-        np.ascontiguousarray(edges[order]), np.ascontiguousarray(weights[order]), H * W,
-        scale / 255.0, min_size)
+    edges, weights = np.ascontiguousarray(edges[order]), np.ascontiguousarray(weights[order])
+    component = host_kernels("graph_segmentation").segment_graph(
+        edges, weights, H * W, scale / 255.0, min_size)
     return _relabel(component, H, W)
 
 

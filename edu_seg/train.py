@@ -40,6 +40,7 @@ from typing import Optional
 
 import numpy as np
 
+from .backend import to_device, to_host
 from .autograd import Tensor, no_grad
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_atomically
 from .data import DataLoader
@@ -217,6 +218,10 @@ class Trainer:
     def __init__(self, model, train_data, val_data=None, config=None, out_dir=None,
                  class_names=None, transform=None, data_info=None, on_epoch_end=None,
                  on_step=None):
+        if model.device == "cuda" and model.task != "semantic":
+            raise ValueError(f"Trainer: {model.name} is an {model.task} model; those train on "
+                             f"the CPU only (their box matching and sampling are NumPy code): "
+                             f"keep it there with model.to('cpu')")
         self.model = model
         self.train_data = train_data
         self.val_data = val_data
@@ -313,7 +318,7 @@ class Trainer:
 
     def _non_finite_message(self, loss, index, batch):
         """What to tell the user when a batch's loss is NaN or infinite, and what to check."""
-        images = np.asarray(batch["image"])
+        images = np.asarray(to_host(batch["image"]))
         bad = int((~np.isfinite(images)).sum())
         where = (f"step {self.step + 1} (epoch {self.epoch + 1}, batch {index + 1} of the "
                  f"epoch)")
@@ -352,6 +357,7 @@ class Trainer:
         try:
             for index, batch in enumerate(itertools.islice(self.loader, n_steps)):
                 begin = time.perf_counter()
+                batch = batch_to_device(batch, model.device)
                 outputs = model.forward_train(batch)
                 total, terms = model.loss(outputs, batch, ignore_index=c.ignore_index)
                 loss = total.item()
@@ -519,6 +525,14 @@ class Trainer:
 
 # ----------------------------------------------------------------------- evaluation, predictions
 @no_grad()
+def batch_to_device(batch, device):
+    """The batch with its arrays (image, mask, ...) on ``device``, the model's: a no-op on the
+    CPU. Lists (an instance batch's per-image boxes) stay where they are."""
+    if device == "cpu":
+        return batch
+    return {k: to_device(v, device) if isinstance(v, np.ndarray) else v for k, v in batch.items()}
+
+
 def evaluate(model, data, batch_size=16, ignore_index=-100):
     """Loss, pixel accuracy and mIoU over ALL pixels of ``data`` (one confusion matrix).
 
@@ -549,6 +563,7 @@ def evaluate(model, data, batch_size=16, ignore_index=-100):
     cm = ConfusionMatrix(model.config.num_classes, ignore_index=ignore_index)
     loss_sum = pixels = 0
     for batch in DataLoader(data, batch_size=batch_size, shuffle=False):
+        batch = batch_to_device(batch, model.device)
         scores = model(Tensor(batch["image"]))                   # (N, C, OH, OW)
         masks = crop_target(batch["mask"], scores.shape[-2:])    # (N, OH, OW)
         n_valid = int((masks != ignore_index).sum())
@@ -667,7 +682,8 @@ def _probabilities(model, images):
     top, left = (in_h - out_h) // 2, (in_w - out_w) // 2       # context the output lacks
     widths = ((0, 0), (0, 0), (top, in_h - H - top), (left, in_w - W - left))
     x = np.pad(images, widths, mode="symmetric")
-    scores = model(Tensor(np.ascontiguousarray(x, dtype=np.float32))).data
+    x = to_device(np.ascontiguousarray(x, dtype=np.float32), model.device)
+    scores = to_host(model(Tensor(x)).data)
     scores = scores[:, :, :H, :W]                                  # (n, C, H, W)
     e = np.exp(scores - scores.max(axis=1, keepdims=True))         # a stable softmax
     return (e / e.sum(axis=1, keepdims=True)).astype(np.float32, copy=False)

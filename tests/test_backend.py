@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import edu_seg
-from edu_seg import backend
+from edu_seg import backend, nn
+from edu_seg.autograd import Tensor
 
 
 def test_default_backend_is_cython_when_built():
@@ -37,21 +38,79 @@ def test_unknown_backend_is_named():
         edu_seg.set_backend("torch")
 
 
-def test_cupy_without_its_kernels_says_they_are_not_written():
-    if backend._cupy_twin_written():
-        pytest.skip("the CuPy kernels exist in this version")
-    with pytest.raises(RuntimeError, match=r"set_backend\('cupy'\): .*no CuPy kernels yet"):
+def test_cupy_without_cupy_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", None)          # import cupy raises ImportError
+    with pytest.raises(RuntimeError, match=r"set_backend\('cupy'\): CuPy is not installed; "
+                                           r"install it with `pip install cupy-cuda12x`"):
         edu_seg.set_backend("cupy")
     assert edu_seg.get_backend() == "cython"
+    with pytest.raises(RuntimeError, match=r"Tensor.to: device 'cuda' needs CuPy and a GPU: "
+                                           r"CuPy is not installed"):
+        Tensor(np.zeros(2)).to("cuda")
+    with pytest.raises(RuntimeError, match=r"Linear.to: device 'cuda' needs CuPy"):
+        nn.Linear(2, 2).to("cuda")
 
 
-def test_cupy_without_cupy_or_gpu_says_how_to_install(monkeypatch):
-    monkeypatch.setattr(backend, "_cupy_twin_written", lambda: True)
-    if backend._cupy_problem() is None:
-        pytest.skip("CuPy and a GPU are present here")
-    with pytest.raises(RuntimeError, match="set_backend\\('cupy'\\): CuPy"):
-        edu_seg.set_backend("cupy")
-    assert edu_seg.get_backend() == "cython"
+def test_cupy_install_command_is_a_real_package():
+    # the command the errors print names CuPy's own wheel, not an extra of this package
+    assert "`pip install cupy-cuda12x`" in backend.CUPY_INSTALL
+    assert "edu_seg[" not in backend.CUPY_INSTALL
+
+
+def test_unknown_device_is_named():
+    with pytest.raises(ValueError, match=r"Tensor.to: device must be one of \('cpu', 'cuda'\), "
+                                         r"got 'gpu'"):
+        Tensor(np.zeros(2)).to("gpu")
+
+
+def test_the_data_decides_the_kernels(gpu):
+    x = np.zeros((1, 1, 2, 2), np.float32)
+    assert backend.kernels("resample", x).__name__ == "edu_seg._kernels.resample"
+    with edu_seg.use_backend("numpy"):
+        assert backend.kernels("resample", x).__name__ == "edu_seg.reference.resample"
+        # GPU arrays run the CUDA twin whatever the backend says
+        assert backend.kernels("resample", gpu.to_device(x)).__name__ == "edu_seg.cuda.resample"
+    with pytest.raises(ValueError, match=r"inputs live on different devices \(cuda \(1, 1, 2, "
+                                         r"2\), cpu \(1, 1, 2, 2\)\)"):
+        backend.kernels("conv", gpu.to_device(x), x)
+
+
+def test_cupy_backend_refuses_host_arrays(gpu):
+    edu_seg.set_backend("cupy")
+    with pytest.raises(ValueError, match=r"the 'cupy' backend runs on GPU arrays, but the "
+                                         r"inputs are NumPy arrays.*Tensor.to\('cuda'\)"):
+        backend.kernels("pool", np.zeros((1, 1, 2, 2), np.float32))
+
+
+def test_tensor_to_moves_data_and_gradient(gpu):
+    x = Tensor(np.arange(4.0).reshape(2, 2), requires_grad=True)
+    assert x.device == "cpu" and x.to("cpu") is x
+    y = x.to("cuda")
+    assert y.device == "cuda" and type(y.data) is gpu.cupy.ndarray
+    (y * y).sum().to("cpu").backward()
+    assert type(x.grad) is np.ndarray                      # the gradient came back to the host
+    np.testing.assert_array_equal(x.grad, 2 * x.data)
+
+
+def test_module_to_moves_parameters_and_buffers(gpu):
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2))
+    assert model.to("cuda") is model and model.device == "cuda"
+    assert all(type(p.data) is gpu.cupy.ndarray for p in model.parameters())
+    assert type(model[1].running_mean) is gpu.cupy.ndarray
+    state = model.state_dict()
+    model.to("cpu")
+    assert model.device == "cpu" and type(model[1].running_var) is np.ndarray
+    model.to("cuda").load_state_dict(state)           # a state onto the model's device
+    assert type(model[0].weight.data) is gpu.cupy.ndarray
+
+
+def test_show_config_names_the_gpu(gpu, capsys):
+    edu_seg.show_config()
+    out = capsys.readouterr().out
+    if gpu.kind == "emulated":
+        assert "CuPy / GPU           : CUDA emulated on the CPU" in out and "CUDA runtime 12.0" in out
+    else:
+        assert f"CuPy {gpu.cupy.__version__}" in out
 
 
 def test_kernels_resolves_per_backend():

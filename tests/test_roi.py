@@ -398,7 +398,7 @@ GOOD_BOXES = [[0, 0, 0, 2, 2]]
     (np.zeros((1, 1, 0, 5)), GOOD_BOXES, {}, ValueError, "H, W >= 1"),
     (np.zeros((1, 1, 5, 5), dtype=np.int64), GOOD_BOXES, {}, TypeError, "float32 or float64"),
     (np.zeros((1, 1, 5, 5), dtype=np.float16), GOOD_BOXES, {}, TypeError, "float32 or float64"),
-    ([[[[0.0]]]], GOOD_BOXES, {}, TypeError, "Tensor or a NumPy array"),
+    ([[[[0.0]]]], GOOD_BOXES, {}, TypeError, "Tensor or an array"),
 ])
 def test_bad_input_raises(op, x, boxes, kwargs, error, match):
     kwargs = {"output_size": 2, **kwargs}

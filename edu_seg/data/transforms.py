@@ -25,7 +25,7 @@ Other keys are passed through unchanged.
 """
 import numpy as np
 
-from ..backend import kernels
+from ..backend import host_kernels
 from ..boxes import masks_to_boxes
 
 
@@ -190,7 +190,7 @@ def resize_bilinear(x, out_h, out_w):
     """
     lead = x.shape[:-2]
     planes = np.ascontiguousarray(x.reshape((1, -1) + x.shape[-2:]))  # (1, prod(lead), H, W)
-    y = kernels("resample").interpolate_bilinear_forward(planes, (out_h, out_w), False, None)
+    y = host_kernels("resample").interpolate_bilinear_forward(planes, (out_h, out_w), False, None)
     return y.reshape(lead + (out_h, out_w))
 
 

@@ -23,9 +23,9 @@ for instance models, ``forward_train``) in its own file; nothing else changes.
 """
 import math
 
-import numpy as np
 
 from .. import nn
+from ..backend import contiguous
 from ..autograd import Tensor
 from ..ops.loss import cross_entropy
 from ..ops.resample import interpolate
@@ -208,5 +208,5 @@ def crop_target(masks, size):
     if (h, w) == (H, W):
         return masks
     top, left = (H - h) // 2, (W - w) // 2
-    return np.ascontiguousarray(masks[..., top:top + h, left:left + w])
+    return contiguous(masks[..., top:top + h, left:left + w])
 

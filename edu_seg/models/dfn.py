@@ -103,6 +103,7 @@ import numpy as np
 
 from .. import nn
 from ..autograd import cat
+from ..backend import get_array_module, to_host
 from ..ops.loss import focal_loss
 from ..ops.resample import interpolate
 from . import register
@@ -223,7 +224,8 @@ def semantic_boundaries(mask, ignore_index=-100):
     >>> semantic_boundaries(np.array([[0, 0, 1, 1]]))
     array([[0, 1, 1, 0]])
     """
-    mask = np.asarray(mask)
+    xp = get_array_module(mask)
+    mask = np.asarray(to_host(mask))      # a label map's neighbours, computed on the host
     H, W = mask.shape[-2:]
     # Edge padding repeats the outermost row and column: an out-of-image neighbour then takes
     # the label of an in-image pixel of the same 3x3 window, so it can add no new label.
@@ -233,7 +235,7 @@ def semantic_boundaries(mask, ignore_index=-100):
         for dj in (0, 1, 2):
             neighbour = padded[..., di:di + H, dj:dj + W]         # (..., H, W)
             border |= (neighbour != mask) & (neighbour != ignore_index)
-    return np.where(mask == ignore_index, ignore_index, border).astype(np.int64)
+    return xp.asarray(np.where(mask == ignore_index, ignore_index, border).astype(np.int64))
 
 
 @register("dfn")

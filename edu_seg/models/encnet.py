@@ -118,6 +118,7 @@ from typing import Literal, Optional
 import numpy as np
 
 from .. import nn
+from ..backend import get_array_module, to_host
 from ..ops.activations import softmax
 from ..ops.loss import binary_cross_entropy_with_logits
 from ..ops.resample import interpolate
@@ -189,7 +190,8 @@ def present_classes(masks, num_classes, ignore_index=-100):
     >>> present_classes(np.array([[[0, 2], [2, 2]]]), 4)
     array([[1., 0., 1., 0.]], dtype=float32)
     """
-    masks = np.asarray(masks)
+    xp = get_array_module(masks)
+    masks = np.asarray(to_host(masks))    # which labels occur: a few numbers per image
     present = np.zeros((len(masks), num_classes), np.float32)
     for n, mask in enumerate(masks):
         labels = np.unique(mask)
@@ -199,7 +201,7 @@ def present_classes(masks, num_classes, ignore_index=-100):
             raise ValueError(f"present_classes: image {n} has label {bad[0]}, outside 0 .. "
                              f"{num_classes - 1} and not ignore_index={ignore_index}")
         present[n, labels] = 1
-    return present
+    return xp.asarray(present)
 
 
 class Encoding(nn.Module):

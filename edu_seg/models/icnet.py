@@ -128,9 +128,8 @@ import dataclasses
 from collections import OrderedDict
 from typing import Literal, Optional
 
-import numpy as np
-
 from .. import nn
+from ..backend import contiguous
 from ..ops.loss import cross_entropy
 from ..ops.resample import interpolate
 from . import register
@@ -169,7 +168,7 @@ def shrink_labels(masks, size):
         raise ValueError(f"shrink_labels: a {H}x{W} mask cannot be shrunk to {h}x{w}; the "
                          f"sizes must divide")
     sh, sw = H // h, W // w
-    return np.ascontiguousarray(masks[..., sh // 2::sh, sw // 2::sw])
+    return contiguous(masks[..., sh // 2::sh, sw // 2::sw])
 
 
 @dataclasses.dataclass

@@ -26,6 +26,7 @@ from collections import OrderedDict, namedtuple
 import numpy as np
 
 from ..autograd import Tensor
+from ..backend import check_device, device_of, is_array, to_device
 
 __all__ = ["Parameter", "Module", "Sequential", "ModuleList", "ModuleDict", "StateDictError",
            "parameter_budget", "ParameterBudgetError"]
@@ -127,7 +128,7 @@ class Module:
                 self._forget(name)
             registry[name] = value
         elif name in buffers:
-            if value is not None and not isinstance(value, np.ndarray):
+            if value is not None and not is_array(value):
                 raise TypeError(f"{type(self).__name__}: buffer {name!r} must be an array or "
                                 f"None, got {type(value).__name__}")
             buffers[name] = value
@@ -160,7 +161,7 @@ class Module:
 
     def register_buffer(self, name, array):
         """Register ``array`` (or None) as state that is saved and loaded but not trained."""
-        if array is not None and not isinstance(array, np.ndarray):
+        if array is not None and not is_array(array):
             raise TypeError(f"register_buffer: {name!r} must be an ndarray or None, got "
                             f"{type(array).__name__}")
         self._forget(name)
@@ -256,9 +257,38 @@ class Module:
 
     astype = to_dtype
 
+    def to(self, device):
+        """Move every parameter, gradient and buffer to ``device`` (``"cpu"`` or ``"cuda"``) in
+        place; returns self. Parameters stay the same objects, so an optimiser built before
+        still updates them; move the model before the optimiser's first step, which creates its
+        state (moment buffers) where the parameters are then.
+
+        Raises
+        ------
+        ValueError, RuntimeError
+            An unknown device; ``"cuda"`` without CuPy or a GPU (the message says what to
+            install).
+        """
+        check_device(f"{type(self).__name__}.to", device)
+        for p in self.parameters():
+            p.data = to_device(p.data, device)
+            if p.grad is not None:
+                p.grad = to_device(p.grad, device)
+        for m in self.modules():
+            for name, b in m._buffers.items():
+                if b is not None:
+                    m._buffers[name] = to_device(b, device)
+        return self
+
+    @property
+    def device(self):
+        """Where the parameters live: ``"cpu"`` or ``"cuda"`` (``"cpu"`` if there are none)."""
+        return device_of(*(p.data for p in self.parameters()))
+
     # -------------------------------------------------------------------------------- state
     def state_dict(self):
-        """An ordered dict: dotted name -> a COPY of every parameter and buffer array.
+        """An ordered dict: dotted name -> a COPY of every parameter and buffer array (on the
+        model's device; :func:`edu_seg.checkpoint.save_checkpoint` writes host copies).
 
         The order is registration order, each module's parameters then its buffers, then
         its children, the same as PyTorch (so the keys of an identical PyTorch model match).
@@ -327,8 +357,10 @@ class Module:
         for key, (registry, name) in slots.items():
             if key not in state:
                 continue
-            value = np.asarray(state[key])
             current = registry[name]
+            value = state[key] if is_array(state[key]) else np.asarray(state[key])
+            here = current.data if isinstance(current, Tensor) else current
+            value = to_device(value, device_of(here))   # a host checkpoint onto the model's device
             if isinstance(current, Parameter):
                 current.copy_(value)           # in place: optimisers keep their references
             else:

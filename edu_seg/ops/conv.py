@@ -21,7 +21,7 @@ The two ops are each other's adjoint, which is all their backward passes use::
 import numpy as np
 
 from ..autograd import Function, Tensor
-from ..backend import kernels
+from ..backend import contiguous, kernels
 from .limits import check_geometry, check_output_size, check_workspace
 
 __all__ = ["conv2d", "conv_transpose2d", "conv2d_output_size", "conv_transpose2d_output_size",
@@ -228,18 +228,18 @@ class Conv2dFunction(Function):
 
     @staticmethod
     def forward(ctx, x, w, b, *, stride, padding, dilation, groups):
-        x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
-        b = None if b is None else np.ascontiguousarray(b)
+        x, w = contiguous(x), contiguous(w)
+        b = None if b is None else contiguous(b)
         ctx.save_for_backward(x, w)
         ctx.geometry = (stride, padding, dilation, groups)
-        ctx.K = kernels("conv")   # backward runs on the backend that ran forward
+        ctx.K = kernels("conv", x, w, b)   # backward runs on the backend that ran forward
         return ctx.K.conv2d_forward(x, w, b, stride, padding, dilation, groups)
 
     @staticmethod
     def backward(ctx, dy):
         x, w = ctx.saved_tensors
         K = ctx.K
-        dy = np.ascontiguousarray(dy, dtype=x.dtype)  # e.g. a broadcast view from .sum()
+        dy = contiguous(dy, x.dtype)  # e.g. a broadcast view from .sum()
         dx = dw = db = None
         if ctx.needs_input_grad[0]:  # skipped for a network's first layer (x is the image)
             dx = K.conv2d_backward_input(dy, w, x.shape, *ctx.geometry)
@@ -255,11 +255,11 @@ class ConvTranspose2dFunction(Function):
 
     @staticmethod
     def forward(ctx, x, w, b, *, stride, padding, output_padding, dilation, groups):
-        x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
-        b = None if b is None else np.ascontiguousarray(b)
+        x, w = contiguous(x), contiguous(w)
+        b = None if b is None else contiguous(b)
         ctx.save_for_backward(x, w)
         ctx.geometry = (stride, padding, dilation, groups)
-        ctx.K = kernels("conv")   # backward runs on the backend that ran forward
+        ctx.K = kernels("conv", x, w, b)   # backward runs on the backend that ran forward
         return ctx.K.conv_transpose2d_forward(x, w, b, stride, padding, output_padding,
                                               dilation, groups)
 
@@ -267,7 +267,7 @@ class ConvTranspose2dFunction(Function):
     def backward(ctx, dy):
         x, w = ctx.saved_tensors
         K = ctx.K
-        dy = np.ascontiguousarray(dy, dtype=x.dtype)
+        dy = contiguous(dy, x.dtype)
         dx = dw = db = None
         if ctx.needs_input_grad[0]:
             dx = K.conv2d_forward(dy, w, None, *ctx.geometry)
@@ -275,7 +275,7 @@ class ConvTranspose2dFunction(Function):
             # has extra rows/columns that no input pixel of x produced: they are not x's.
             H, W = x.shape[2:]
             if dx.shape[2:] != (H, W):
-                dx = np.ascontiguousarray(dx[:, :, :H, :W])
+                dx = contiguous(dx[:, :, :H, :W])
         if ctx.needs_input_grad[1]:
             # y = conv_transpose(x) pairs x with dy exactly as a conv pairs dy with its input
             dw = K.conv2d_backward_weight(x, dy, w.shape, *ctx.geometry)

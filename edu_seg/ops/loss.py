@@ -18,7 +18,7 @@ is different: its mean is nan (0/0), as in PyTorch, with a zero gradient.
 import numpy as np
 
 from ..autograd import Function, Tensor
-from ..backend import get_array_module
+from ..backend import contiguous, get_array_module, is_array, to_host
 
 __all__ = ["cross_entropy", "binary_cross_entropy_with_logits", "dice_loss", "focal_loss",
            "bootstrapped_cross_entropy", "smooth_l1_loss"]
@@ -72,7 +72,9 @@ def _logits_and_target(op, logits, target, ignore_index, num_classes=None):
     ``num_classes`` is the number of valid labels (C, or 2 for a one-channel binary head).
     """
     logits = _check_logits(op, logits)
-    target = target.data if isinstance(target, Tensor) else np.asarray(target)
+    target = target.data if isinstance(target, Tensor) else target
+    target = target if is_array(target) else np.asarray(target)
+    xp = get_array_module(logits.data, target)
     if target.dtype.kind not in "iu":
         raise TypeError(f"{op}: target must hold integer class indices, got dtype "
                         f"{target.dtype} (convert with .astype(np.int64); probability targets "
@@ -82,29 +84,32 @@ def _logits_and_target(op, logits, target, ignore_index, num_classes=None):
         raise ValueError(f"{op}: target has shape {target.shape} but logits {logits.shape} "
                          f"need a target of shape {expected} (logits without the class axis)")
     num_classes = logits.shape[1] if num_classes is None else num_classes
-    valid = np.ones(target.shape, bool) if ignore_index is None else target != ignore_index
+    valid = xp.ones(target.shape, bool) if ignore_index is None else target != ignore_index
     bad = valid & ((target < 0) | (target >= num_classes))
     if bad.any():
         ignore = "" if ignore_index is None else f" and is not ignore_index={ignore_index}"
         raise ValueError(f"{op}: target contains {target[bad][0]}, which is outside the class "
                          f"range [0, {num_classes - 1}]{ignore}")
-    return logits, np.where(valid, target, 0).astype(np.int64), valid
+    return logits, xp.where(valid, target, 0).astype(np.int64), valid
 
 
-def _class_weight(op, weight, C, dtype):
-    """A (C,) class-weight vector (an array or list), cast to the logits' dtype."""
-    weight = np.asarray(weight.data if isinstance(weight, Tensor) else weight)
+def _class_weight(op, weight, logits):
+    """A (C,) class-weight vector (an array or list), in the logits' dtype, on their device."""
+    C, dtype = logits.shape[1], logits.dtype
+    weight = to_host(weight.data if isinstance(weight, Tensor) else weight)
+    weight = np.asarray(weight)
     if weight.shape != (C,):
         raise ValueError(f"{op}: weight must have one entry per class, shape ({C},), got "
                          f"{weight.shape}")
-    return weight.astype(dtype)
+    return get_array_module(logits.data).asarray(weight.astype(dtype))
 
 
 def _float_target(op, target, like, described):
     """A float ``target`` of ``like``'s shape: a float Tensor stays as it is (it may need a
     gradient); any other numeric array becomes a constant Tensor of ``like``'s dtype."""
     if not (isinstance(target, Tensor) and target.dtype.kind == "f"):
-        raw = target.data if isinstance(target, Tensor) else np.asarray(target)
+        raw = target.data if isinstance(target, Tensor) else target
+        raw = raw if is_array(raw) else np.asarray(raw)
         if raw.dtype.kind not in "biuf":
             raise TypeError(f"{op}: target must be numeric, got dtype {raw.dtype}")
         target = Tensor(raw.astype(like.dtype))
@@ -118,7 +123,7 @@ def _flatten(logits, target, valid):
     """(N, C, *) logits and (N, *) target/mask as (N, C, L) and (N, L) (L = H·W): one layout
     for every loss, whatever the number of spatial axes. The logits come out C-contiguous."""
     N, C = logits.shape[:2]
-    return (np.ascontiguousarray(logits).reshape(N, C, -1), target.reshape(N, -1),
+    return (contiguous(logits).reshape(N, C, -1), target.reshape(N, -1),
             valid.reshape(N, -1))
 
 
@@ -130,7 +135,8 @@ def _flat_index(target, C):
     what ``np.take_along_axis`` computes, several times faster here.
     """
     N, L = target.shape
-    return (np.arange(N)[:, None] * (C * L) + target * L + np.arange(L)).reshape(-1)
+    xp = get_array_module(target)
+    return (xp.arange(N)[:, None] * (C * L) + target * L + xp.arange(L)).reshape(-1)
 
 
 def _softmax(z):
@@ -157,11 +163,11 @@ def _reduce(loss, reduction, count):
     """Sum, mean over ``count`` (PyTorch's 0/0 = nan when nothing counts) or per element."""
     if reduction == "none":
         return loss
-    total = loss.sum()
+    xp, total = get_array_module(loss), loss.sum()
     if reduction == "sum":
-        return np.asarray(total)
+        return xp.asarray(total)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.asarray(total / loss.dtype.type(count))
+        return xp.asarray(total / loss.dtype.type(count))
 
 
 def _grad_scale(dy, reduction, count, dtype):
@@ -186,7 +192,7 @@ class CrossEntropyFunction(Function):
         if eps:
             # Mix in ε·(uniform distribution): (ε/C)·Σ_c w_c·(−log p_c), as PyTorch does;
             # Σ_c w_c·(−log p_c) = W·log_total − Σ_c w_c·(z_c − m) with W = Σ_c w_c.
-            w_c = np.ones(C, dtype) if weight is None else weight
+            w_c = get_array_module(z).ones(C, dtype) if weight is None else weight
             wz = np.einsum("ncl,c->nl", z - m[:, None], w_c)
             loss += (eps / C) * valid * (w_c.sum() * log_total - wz)
         ctx.count = w_t.sum()      # a weighted mean divides by the weights of counted targets
@@ -208,7 +214,7 @@ class CrossEntropyFunction(Function):
         dz = p     # the graph is freed after backward: reuse the saved softmax's memory
         if eps:
             soft = scale * (eps / C) * valid
-            w_c = np.ones(C, p.dtype) if ctx.weight is None else ctx.weight
+            w_c = get_array_module(p).ones(C, p.dtype) if ctx.weight is None else ctx.weight
             dz *= (hard + soft * w_c.sum())[:, None]
             dz -= soft[:, None] * w_c[:, None]
         else:
@@ -268,7 +274,7 @@ def cross_entropy(logits, target, weight=None, ignore_index=-100, reduction="mea
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"{op}: label_smoothing must be in [0, 1], got {label_smoothing!r}")
     if weight is not None:
-        weight = _class_weight(op, weight, logits.shape[1], logits.dtype)
+        weight = _class_weight(op, weight, logits)
     return CrossEntropyFunction.apply(logits, target=target, valid=valid, weight=weight,
                                       reduction=reduction, label_smoothing=float(label_smoothing))
 
@@ -340,7 +346,8 @@ def binary_cross_entropy_with_logits(logits, target, weight=None, pos_weight=Non
     extra = {}
     for name, v in (("weight", weight), ("pos_weight", pos_weight)):
         if v is not None:
-            v = np.asarray(v.data if isinstance(v, Tensor) else v).astype(logits.dtype)
+            v = np.asarray(to_host(v.data if isinstance(v, Tensor) else v))
+            v = get_array_module(logits.data).asarray(v.astype(logits.dtype))
             try:
                 fits = np.broadcast_shapes(v.shape, logits.shape) == logits.shape
             except ValueError:
@@ -363,7 +370,7 @@ class DiceLossFunction(Function):
             onehot = (t == 1)[:, None]
         else:
             p = _softmax(z)[0]
-            onehot = t[:, None] == np.arange(K)[:, None]                # (N, K, L)
+            onehot = t[:, None] == get_array_module(t).arange(K)[:, None]  # (N, K, L)
         mask = valid[:, None]                                            # (N, 1, L)
         pm = p * mask
         inter = (pm * onehot).sum(axis=(0, 2), dtype=np.float64)        # (K,) Σ p·g
@@ -371,7 +378,7 @@ class DiceLossFunction(Function):
         dice = (2 * inter + smooth) / (union + smooth)
         ctx.save_for_backward(p, onehot, mask)
         ctx.shape, ctx.inter, ctx.union, ctx.smooth = logits.shape, inter, union, smooth
-        return np.asarray(1 - dice.mean(), dtype=logits.dtype)
+        return get_array_module(p).asarray(1 - dice.mean(), dtype=logits.dtype)
 
     @staticmethod
     def backward(ctx, dy):
@@ -523,9 +530,9 @@ def focal_loss(logits, target, gamma=2.0, alpha=None, ignore_index=-100, reducti
             if not (np.ndim(alpha) == 0 and 0.0 <= alpha <= 1.0):
                 raise ValueError(f"{op}: with a binary (1-channel) head alpha must be a float "
                                  f"in [0, 1], got {alpha!r}")
-            alpha = np.array([1 - alpha, alpha], dtype=logits.dtype)
+            alpha = get_array_module(logits.data).asarray([1 - alpha, alpha], dtype=logits.dtype)
         else:
-            alpha = _class_weight(op, alpha, logits.shape[1], logits.dtype)
+            alpha = _class_weight(op, alpha, logits)
     return FocalLossFunction.apply(logits, target=target, valid=valid, gamma=float(gamma),
                                    alpha=alpha, reduction=reduction)
 
@@ -581,7 +588,8 @@ def bootstrapped_cross_entropy(logits, target, top_k, ignore_index=-100):
     values = np.where(valid.reshape(N, P), pixel_loss.data.reshape(N, P), -np.inf)
     hardest = np.argpartition(-values, K - 1, axis=1)[:, :K]    # (N, K), unordered
     chosen = np.isfinite(np.take_along_axis(values, hardest, axis=1))
-    flat = (hardest + P * np.arange(N)[:, None])[chosen]        # indices into the (N·P,) map
+    rows = get_array_module(hardest).arange(N)[:, None]
+    flat = (hardest + P * rows)[chosen]                          # indices into the (N·P,) map
     selected = pixel_loss.reshape(-1)[flat]
     # The mean over the selection; nan when nothing counts (as cross_entropy), with no gradient.
     return selected.sum() * (1.0 / flat.size if flat.size else np.nan)

@@ -6,7 +6,7 @@ module validates the arguments, keeps the running statistics and records the op 
 import numpy as np
 
 from ..autograd import Function, Tensor
-from ..backend import get_array_module, kernels
+from ..backend import contiguous, get_array_module, is_array, kernels
 
 __all__ = ["batch_norm", "group_norm"]
 
@@ -20,8 +20,8 @@ class BatchNorm2dFunction(Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, *, running_mean, running_var, training, momentum, eps):
-        K = kernels("norm")
-        x = np.ascontiguousarray(x)
+        K = kernels("norm", x, weight, bias)
+        x = contiguous(x)
         if training:
             mean, var = K.batch_norm_stats(x)                          # (C,) float64, biased
             if running_mean is not None:
@@ -33,10 +33,10 @@ class BatchNorm2dFunction(Function):
         else:
             mean = running_mean.astype(np.float64)
             var = running_var.astype(np.float64)
-        invstd = 1.0 / np.sqrt(var + eps)
-        C = x.shape[1]
-        weight64 = np.ones(C) if weight is None else weight.astype(np.float64)
-        bias64 = np.zeros(C) if bias is None else bias.astype(np.float64)
+        invstd = 1.0 / (var + eps) ** 0.5
+        xp, C = get_array_module(x), x.shape[1]
+        weight64 = xp.ones(C) if weight is None else weight.astype(np.float64)
+        bias64 = xp.zeros(C) if bias is None else bias.astype(np.float64)
         ctx.save_for_backward(x, mean, invstd, weight64)
         ctx.K, ctx.training = K, training   # backward runs on the backend that ran forward
         return K.batch_norm_forward(x, mean, invstd, weight64, bias64)
@@ -44,7 +44,7 @@ class BatchNorm2dFunction(Function):
     @staticmethod
     def backward(ctx, dy):
         x, mean, invstd, weight64 = ctx.saved_tensors
-        dy = np.ascontiguousarray(dy, dtype=x.dtype)  # e.g. a broadcast gradient of a sum
+        dy = contiguous(dy, x.dtype)  # e.g. a broadcast gradient of a sum
         dx, dweight, dbias = ctx.K.batch_norm_backward(dy, x, mean, invstd, weight64,
                                                        ctx.training)
         dtype = x.dtype
@@ -64,8 +64,8 @@ def _check_x_dtype(op, x):
 def _check_vector(name, v, C):
     """The (C,) floating array behind ``v`` (an array or a Tensor), else a clear error."""
     v = v.data if isinstance(v, Tensor) else v
-    if not isinstance(v, np.ndarray) or v.dtype.kind != "f":
-        got = f"dtype {v.dtype}" if isinstance(v, np.ndarray) else type(v).__name__
+    if not is_array(v) or v.dtype.kind != "f":
+        got = f"dtype {v.dtype}" if is_array(v) else type(v).__name__
         raise TypeError(f"batch_norm: {name} must be a floating array, got {got}")
     if v.shape != (C,):
         raise ValueError(f"batch_norm: {name} must have shape ({C},) (one value per channel of "
@@ -198,8 +198,7 @@ class GroupNormFunction(Function):
 def _check_affine(op, name, v, C):
     """The (C,) floating array behind ``v`` (an array or a Tensor), else a clear error."""
     raw = v.data if isinstance(v, Tensor) else v
-    if not (isinstance(raw, np.ndarray) or type(raw).__module__.startswith("cupy")) \
-            or raw.dtype.kind != "f":
+    if not is_array(raw) or raw.dtype.kind != "f":
         got = f"dtype {raw.dtype}" if hasattr(raw, "dtype") else type(raw).__name__
         raise TypeError(f"{op}: {name} must be a floating array of shape ({C},), got {got}")
     if raw.shape != (C,):

@@ -11,7 +11,7 @@ a :class:`~edu_seg.autograd.Function`. The index arithmetic is in :mod:`edu_seg.
 import numpy as np
 
 from ..autograd import Function, Tensor
-from ..backend import get_array_module, kernels
+from ..backend import contiguous, kernels
 from ..reference.pool import adaptive_pool_bins, pool_output_size
 from .limits import check_geometry, check_output_size
 
@@ -60,11 +60,6 @@ def check_bool(op, name, value, allow_none=False):
     allowed = "True, False or None" if allow_none else "True or False"
     raise TypeError(f"{op}: {name} must be {allowed}, got {type(value).__name__} "
                     f"{value!r}; pass the bool itself, not a string or a number")
-
-
-def _contiguous(a, dtype):
-    """A C-contiguous array of ``dtype``: what every kernel expects (a no-op when it already is)."""
-    return get_array_module(a).ascontiguousarray(a, dtype=dtype)
 
 
 def _window_options(op, x, kernel_size, stride, padding, dilation, ceil_mode):
@@ -137,9 +132,9 @@ class MaxPool2dFunction(Function):
 
     @staticmethod
     def forward(ctx, x, *, kernel_size, stride, padding, dilation, ceil_mode):
-        ctx.K = kernels("pool")  # backward runs on the backend that ran forward
+        ctx.K = kernels("pool", x)  # backward runs on the backend that ran forward
         y, indices = ctx.K.max_pool2d_forward(
-            _contiguous(x, x.dtype), kernel_size, stride, padding, dilation, ceil_mode)
+            contiguous(x, x.dtype), kernel_size, stride, padding, dilation, ceil_mode)
         ctx.save_for_backward(indices)
         ctx.x_shape, ctx.dtype = x.shape, x.dtype
         return y, indices
@@ -147,7 +142,7 @@ class MaxPool2dFunction(Function):
     @staticmethod
     def backward(ctx, dy, _dindices):
         (indices,) = ctx.saved_tensors
-        return ctx.K.max_pool2d_backward(_contiguous(dy, ctx.dtype), indices, ctx.x_shape)
+        return ctx.K.max_pool2d_backward(contiguous(dy, ctx.dtype), indices, ctx.x_shape)
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
@@ -219,15 +214,15 @@ class MaxUnpool2dFunction(Function):
 
     @staticmethod
     def forward(ctx, x, indices, *, output_hw):
-        ctx.K = kernels("pool")
+        ctx.K = kernels("pool", x, indices)
         ctx.save_for_backward(indices)
         ctx.dtype = x.dtype
-        return ctx.K.max_unpool2d_forward(_contiguous(x, x.dtype), indices, output_hw)
+        return ctx.K.max_unpool2d_forward(contiguous(x, x.dtype), indices, output_hw)
 
     @staticmethod
     def backward(ctx, dy):
         (indices,) = ctx.saved_tensors
-        return ctx.K.max_unpool2d_backward(_contiguous(dy, ctx.dtype), indices), None
+        return ctx.K.max_unpool2d_backward(contiguous(dy, ctx.dtype), indices), None
 
 
 def max_unpool2d(x, indices, kernel_size, stride=None, padding=0, output_size=None):
@@ -312,7 +307,7 @@ def max_unpool2d(x, indices, kernel_size, stride=None, padding=0, output_size=No
         raise ValueError(f"{op}: indices must lie in [0, {out[0] * out[1]}) for an output of "
                          f"{out[0]}x{out[1]}, got values in [{int(idx.min())}, "
                          f"{int(idx.max())}]")
-    idx = _contiguous(idx, np.int64)
+    idx = contiguous(idx, np.int64)
     return MaxUnpool2dFunction.apply(x, idx, output_hw=out)
 
 
@@ -323,12 +318,12 @@ class AvgPool2dFunction(Function):
     @staticmethod
     def forward(ctx, x, *, kernel_size, stride, padding, ceil_mode, count_include_pad):
         ctx.options = (kernel_size, stride, padding, ceil_mode, count_include_pad)
-        ctx.K, ctx.x_shape, ctx.dtype = kernels("pool"), x.shape, x.dtype
-        return ctx.K.avg_pool2d_forward(_contiguous(x, x.dtype), *ctx.options)
+        ctx.K, ctx.x_shape, ctx.dtype = kernels("pool", x), x.shape, x.dtype
+        return ctx.K.avg_pool2d_forward(contiguous(x, x.dtype), *ctx.options)
 
     @staticmethod
     def backward(ctx, dy):
-        return ctx.K.avg_pool2d_backward(_contiguous(dy, ctx.dtype), ctx.x_shape, *ctx.options)
+        return ctx.K.avg_pool2d_backward(contiguous(dy, ctx.dtype), ctx.x_shape, *ctx.options)
 
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
@@ -384,12 +379,12 @@ class AdaptiveAvgPool2dFunction(Function):
 
     @staticmethod
     def forward(ctx, x, *, output_hw):
-        ctx.K, ctx.x_shape, ctx.dtype = kernels("pool"), x.shape, x.dtype
-        return ctx.K.adaptive_avg_pool2d_forward(_contiguous(x, x.dtype), output_hw)
+        ctx.K, ctx.x_shape, ctx.dtype = kernels("pool", x), x.shape, x.dtype
+        return ctx.K.adaptive_avg_pool2d_forward(contiguous(x, x.dtype), output_hw)
 
     @staticmethod
     def backward(ctx, dy):
-        return ctx.K.adaptive_avg_pool2d_backward(_contiguous(dy, ctx.dtype), ctx.x_shape)
+        return ctx.K.adaptive_avg_pool2d_backward(contiguous(dy, ctx.dtype), ctx.x_shape)
 
 
 def adaptive_avg_pool2d(x, output_size):
@@ -436,8 +431,8 @@ class AdaptiveMaxPool2dFunction(Function):
 
     @staticmethod
     def forward(ctx, x, *, output_hw):
-        ctx.K = kernels("pool")
-        y, indices = ctx.K.adaptive_max_pool2d_forward(_contiguous(x, x.dtype), output_hw)
+        ctx.K = kernels("pool", x)
+        y, indices = ctx.K.adaptive_max_pool2d_forward(contiguous(x, x.dtype), output_hw)
         ctx.save_for_backward(indices)
         ctx.x_shape, ctx.dtype = x.shape, x.dtype
         return y, indices

@@ -9,9 +9,9 @@ import math
 import numbers
 
 from ..autograd import Function
-from ..backend import kernels
+from ..backend import contiguous, kernels
 from .limits import MAX_GEOMETRY, check_geometry, check_output_size
-from .pool import _check_input, _contiguous, _is_int, _pair, check_bool
+from .pool import _check_input, _is_int, _pair, check_bool
 
 __all__ = ["interpolate", "pixel_shuffle", "pixel_unshuffle"]
 
@@ -22,16 +22,16 @@ class BilinearInterpolateFunction(Function):
 
     @staticmethod
     def forward(ctx, x, *, out_hw, align_corners, scales):
-        ctx.K = kernels("resample")  # backward runs on the backend that ran forward
+        ctx.K = kernels("resample", x)  # backward runs on the backend that ran forward
         ctx.in_hw, ctx.dtype = x.shape[2:], x.dtype
         ctx.align_corners, ctx.scales = align_corners, scales
-        return ctx.K.interpolate_bilinear_forward(_contiguous(x, x.dtype), out_hw,
+        return ctx.K.interpolate_bilinear_forward(contiguous(x, x.dtype), out_hw,
                                                                 align_corners, scales)
 
     @staticmethod
     def backward(ctx, dy):
         return ctx.K.interpolate_bilinear_backward(
-            _contiguous(dy, ctx.dtype), ctx.in_hw, ctx.align_corners, ctx.scales)
+            contiguous(dy, ctx.dtype), ctx.in_hw, ctx.align_corners, ctx.scales)
 
 
 class NearestInterpolateFunction(Function):
@@ -39,13 +39,13 @@ class NearestInterpolateFunction(Function):
 
     @staticmethod
     def forward(ctx, x, *, out_hw, scales):
-        ctx.K, ctx.in_hw = kernels("resample"), x.shape[2:]
+        ctx.K, ctx.in_hw = kernels("resample", x), x.shape[2:]
         ctx.dtype, ctx.scales = x.dtype, scales
-        return ctx.K.interpolate_nearest_forward(_contiguous(x, x.dtype), out_hw, scales)
+        return ctx.K.interpolate_nearest_forward(contiguous(x, x.dtype), out_hw, scales)
 
     @staticmethod
     def backward(ctx, dy):
-        return ctx.K.interpolate_nearest_backward(_contiguous(dy, ctx.dtype), ctx.in_hw,
+        return ctx.K.interpolate_nearest_backward(contiguous(dy, ctx.dtype), ctx.in_hw,
                                                   ctx.scales)
 
 

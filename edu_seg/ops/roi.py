@@ -25,7 +25,7 @@ import numbers
 import numpy as np
 
 from ..autograd import Function, Tensor
-from ..backend import kernels
+from ..backend import contiguous, get_array_module, is_array, kernels, to_host
 from .limits import MAX_ROI_SAMPLES, check_geometry, check_output_size
 
 __all__ = ["roi_align", "roi_pool", "boxes_to_rois"]
@@ -39,8 +39,8 @@ MAX_FEATURE_COORD = 2.0 ** 24
 def _features(op, x):
     """x as a float32/float64 (N, C, H, W) Tensor with H, W >= 1."""
     data = x.data if isinstance(x, Tensor) else x
-    if not isinstance(data, np.ndarray):
-        raise TypeError(f"{op}: x must be a Tensor or a NumPy array, got {type(x).__name__}")
+    if not is_array(data):
+        raise TypeError(f"{op}: x must be a Tensor or an array, got {type(x).__name__}")
     if data.dtype not in (np.float32, np.float64):
         raise TypeError(f"{op}: x must be float32 or float64, got dtype {data.dtype}")
     if data.ndim != 4:
@@ -53,7 +53,7 @@ def _features(op, x):
 def _numeric_array(op, name, value):
     value = value.data if isinstance(value, Tensor) else value
     try:
-        arr = np.asarray(value)
+        arr = np.asarray(to_host(value))            # checked on the host: K x 5 numbers
     except (TypeError, ValueError) as exc:  # ragged nested lists
         raise ValueError(f"{op}: {name} is not a rectangular array of numbers ({exc})") from None
     if arr.dtype.kind not in "fiu":
@@ -62,7 +62,7 @@ def _numeric_array(op, name, value):
 
 
 def _is_per_image(boxes):
-    return isinstance(boxes, (list, tuple)) and all(isinstance(b, (np.ndarray, Tensor))
+    return isinstance(boxes, (list, tuple)) and all(is_array(b) or isinstance(b, Tensor)
                                                     for b in boxes)
 
 
@@ -126,7 +126,7 @@ def _rois(op, boxes, x, spatial_scale):
         raise ValueError(f"{op}: box {k} = {rois[k, 1:].tolist()} reaches beyond ±2**24 feature "
                          f"pixels at spatial_scale={spatial_scale}; coordinates × spatial_scale "
                          f"must lie within ±{MAX_FEATURE_COORD:.0f}")
-    return np.ascontiguousarray(rois, dtype=x.dtype)
+    return contiguous(get_array_module(x).asarray(rois), x.dtype)   # on x's device
 
 
 def _output_size(op, output_size):
@@ -195,12 +195,12 @@ class RoIAlignFunction(Function):
     def forward(ctx, x, *, rois, output_hw, spatial_scale, sampling_ratio, aligned):
         ctx.rois, ctx.x_shape = rois, x.shape
         ctx.options = (output_hw, spatial_scale, sampling_ratio, aligned)
-        ctx.K = kernels("roi")    # backward runs on the backend that ran forward
-        return ctx.K.roi_align_forward(np.ascontiguousarray(x), rois, *ctx.options)
+        ctx.K = kernels("roi", x, rois)    # backward runs on the backend that ran forward
+        return ctx.K.roi_align_forward(contiguous(x), rois, *ctx.options)
 
     @staticmethod
     def backward(ctx, dy):
-        dy = np.ascontiguousarray(dy, dtype=ctx.rois.dtype)
+        dy = contiguous(dy, ctx.rois.dtype)
         return ctx.K.roi_align_backward(dy, ctx.rois, ctx.x_shape, *ctx.options)
 
 
@@ -283,15 +283,15 @@ class RoIPoolFunction(Function):
 
     @staticmethod
     def forward(ctx, x, *, rois, output_hw, spatial_scale):
-        ctx.K = kernels("roi")    # backward runs on the backend that ran forward
-        y, argmax = ctx.K.roi_pool_forward(np.ascontiguousarray(x), rois, output_hw,
+        ctx.K = kernels("roi", x, rois)    # backward runs on the backend that ran forward
+        y, argmax = ctx.K.roi_pool_forward(contiguous(x), rois, output_hw,
                                            spatial_scale)
         ctx.rois, ctx.argmax, ctx.x_shape = rois, argmax, x.shape
         return y
 
     @staticmethod
     def backward(ctx, dy):
-        dy = np.ascontiguousarray(dy, dtype=ctx.rois.dtype)
+        dy = contiguous(dy, ctx.rois.dtype)
         return ctx.K.roi_pool_backward(dy, ctx.argmax, ctx.rois, ctx.x_shape)
 
 

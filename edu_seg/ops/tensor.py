@@ -21,7 +21,7 @@ import math
 import numpy as np
 
 from ..autograd import Function, Tensor
-from ..backend import get_array_module
+from ..backend import get_array_module, is_array
 
 __all__ = ["where", "abs", "clip", "maximum", "minimum", "gather", "take_along_axis", "split",
            "chunk", "var"]
@@ -30,10 +30,6 @@ __all__ = ["where", "abs", "clip", "maximum", "minimum", "gather", "take_along_a
 # ------------------------------------------------------------------------------------ helpers
 def _tensor(x):
     return x if isinstance(x, Tensor) else Tensor(x)
-
-
-def _is_array(x):
-    return isinstance(x, np.ndarray) or type(x).__module__.startswith("cupy")
 
 
 def _is_number(x):
@@ -51,7 +47,7 @@ def _operand(op, name, v):
         return v
     if _is_number(v):
         return v
-    if _is_array(v) or isinstance(v, (list, tuple)):
+    if is_array(v) or isinstance(v, (list, tuple)):
         return Tensor(v)
     raise TypeError(f"{op}: {name} must be a Tensor, an array or a number, got "
                     f"{type(v).__name__}")
@@ -100,7 +96,7 @@ def _check_axes(op, axis, ndim, shape):
 
 def _dtype(v):
     """The dtype of an array operand; None for a plain number (it gets no gradient)."""
-    return v.dtype if _is_array(v) else None
+    return v.dtype if is_array(v) else None
 
 
 def _grad_like(g, dtype):
@@ -159,14 +155,14 @@ def where(cond, a, b):
     """
     op = "where"
     cond = cond.data if isinstance(cond, Tensor) else cond
-    if not _is_array(cond):
+    if not is_array(cond):
         cond = np.asarray(cond)
     if cond.dtype != np.bool_:
         raise TypeError(f"{op}: cond must be a boolean array (e.g. x.data > 0), got dtype "
                         f"{cond.dtype}")
     a, b = _operand(op, "a", a), _operand(op, "b", b)
     if _is_number(a) and _is_number(b):
-        a = Tensor(np.asarray(a, dtype=np.float32))
+        a = Tensor(get_array_module(cond).asarray(a, dtype=np.float32))   # on cond's device
     _check_broadcast(op, cond=Tensor(cond), a=a, b=b)
     return Where.apply(a, b, cond=cond)
 
@@ -380,7 +376,7 @@ class TakeAlongAxis(Function):
 def _integer_index(op, name, index, x):
     """The integer array behind ``index`` (a Tensor, array or nested list), else an error."""
     index = index.data if isinstance(index, Tensor) else index
-    if not _is_array(index):
+    if not is_array(index):
         index = np.asarray(index)
     if index.dtype.kind not in "iu":
         raise TypeError(f"{op}: {name} must be an integer array, got dtype {index.dtype}")

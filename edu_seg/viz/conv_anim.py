@@ -34,7 +34,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from ..autograd import Tensor, no_grad
-from ..backend import kernels
+from ..backend import host_kernels
 from ..ops.conv import conv2d_output_size, conv_transpose2d, conv_transpose2d_output_size
 
 __all__ = ["ConvIndexMap", "conv_index_map", "transposed_scatter_map", "animate_conv",
@@ -153,7 +153,7 @@ def _options(op, kind, input_size, kernel_size, stride, padding, dilation, outpu
 def _im2col_windows(image, kernel_size, stride, padding, dilation):
     """Run the real ``im2col`` on a (rows, cols) image; return (OH, OW, KH, KW) of its values."""
     x = np.ascontiguousarray(image, dtype=np.float64)[None, None]       # (1, 1, rows, cols)
-    cols = kernels("conv").im2col(x, kernel_size, stride, padding, dilation)  # (1, KH*KW, OH*OW)
+    cols = host_kernels("conv").im2col(x, kernel_size, stride, padding, dilation)  # (1, KH*KW, OH*OW)
     OH, OW = conv2d_output_size(image.shape, kernel_size, stride, padding, dilation)
     cols = cols.reshape(*kernel_size, OH, OW).transpose(2, 3, 0, 1)
     return np.rint(cols).astype(np.int64)
