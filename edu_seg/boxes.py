@@ -17,6 +17,8 @@ import math
 
 import numpy as np
 
+from .backend import is_cupy_array
+
 __all__ = ["box_area", "box_iou", "nms", "batched_nms", "encode_boxes", "decode_boxes",
            "make_anchors", "clip_boxes", "masks_to_boxes", "paste_masks", "fpn_level"]
 
@@ -140,7 +142,15 @@ def nms(boxes, scores, iou_threshold):
 
     Same result as the literal loop, 2-3× faster for 2000 boxes; O(K²) work, O(K·TILE)
     memory.
+
+    CuPy boxes run on the GPU (:mod:`edu_seg.cuda.nms`, torchvision's bitmask design) and
+    give a CuPy int64 array, after the same checks on a host copy of the inputs.
     """
+    if is_cupy_array(boxes):
+        from .cuda.nms import nms as nms_on_gpu    # imported only when CuPy is there
+        b = _boxes("nms", boxes.get())             # K×4 numbers: checked here, same messages
+        _scores("nms", scores.get() if is_cupy_array(scores) else scores, len(b))
+        return nms_on_gpu(boxes, scores, iou_threshold)
     b = _boxes("nms", boxes)
     s = _scores("nms", scores, len(b))
     order = np.argsort(-s, kind="stable")          # best first; ties by index
@@ -179,8 +189,17 @@ def batched_nms(boxes, scores, classes, iou_threshold):
     -----
     One :func:`nms` per class, then one merge. (torchvision also offers the "offset trick",
     shifting each class's boxes far apart and running one NMS; the loop is exact and as
-    clear.)
+    clear.) CuPy boxes run on the GPU (:func:`edu_seg.cuda.nms.batched_nms`: one NMS whose
+    boxes only suppress boxes of their own class), after the same checks on host copies.
     """
+    if is_cupy_array(boxes):
+        from .cuda.nms import batched_nms as batched_nms_on_gpu
+        b = _boxes("batched_nms", boxes.get())
+        _scores("batched_nms", scores.get() if is_cupy_array(scores) else scores, len(b))
+        cls = np.asarray(classes.get() if is_cupy_array(classes) else classes)
+        if cls.shape != (len(b),):
+            raise ValueError(f"batched_nms: classes must have shape ({len(b)},), got {cls.shape}")
+        return batched_nms_on_gpu(boxes, scores, classes, iou_threshold)
     b = _boxes("batched_nms", boxes)
     s = _scores("batched_nms", scores, len(b))
     cls = np.asarray(classes)
