@@ -18,6 +18,7 @@ import numpy as np
 from common import fmt_mb, md_table, peak_extra_memory, set_threads, torch_or_none
 from edu_seg import models, nn
 from edu_seg.autograd import Function, Tensor
+from edu_seg.backend import to_device
 from edu_seg.ops.loss import cross_entropy
 from edu_seg.optim import SGD
 
@@ -35,13 +36,13 @@ def _batch():
     return x, target
 
 
-def edu_step_fn():
-    """A closure running one training step of our U-Net on a fixed batch."""
+def edu_step_fn(device="cpu"):
+    """A closure running one training step of our U-Net on a fixed batch (on ``device``)."""
     nn.init.manual_seed(0)
-    model = models.create("unet", num_classes=CLASSES, **CONFIG)
+    model = models.create("unet", num_classes=CLASSES, **CONFIG).to(device)
     opt = SGD(list(model.parameters()), lr=LR, momentum=MOMENTUM)
     x, target = _batch()
-    x = Tensor(x)
+    x, target = Tensor(x).to(device), to_device(target, device)
 
     def step():
         loss = cross_entropy(model(x), target)
@@ -53,7 +54,7 @@ def edu_step_fn():
     return model, opt, step
 
 
-def torch_step_fn(torch):
+def torch_step_fn(torch, device="cpu"):
     """The identical model in PyTorch (same module tree, so the same state-dict keys)."""
     tnn = torch.nn
 
@@ -96,10 +97,10 @@ def torch_step_fn(torch):
                 x = block(torch.cat([skip, up(x)], 1))
             return self.head(x)
 
-    model = UNet(CONFIG["depth"], CONFIG["base_width"])
+    model = UNet(CONFIG["depth"], CONFIG["base_width"]).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
     x, target = _batch()
-    x, target = torch.from_numpy(x), torch.from_numpy(target)
+    x, target = torch.from_numpy(x).to(device), torch.from_numpy(target).to(device)
 
     def step():
         loss = torch.nn.functional.cross_entropy(model(x), target)
