@@ -345,9 +345,26 @@ def cmd_demo(args):
 
 
 def cmd_zoo(args):
-    from .bench.zoo import run_zoo
+    from .bench.zoo import ALL_VARIANTS, QUICK_MODELS, QUICK_VARIANTS, run_zoo
+    from .bench.zoo_instances import INSTANCE_MODELS
 
     _setup(args)
+    models_, variants, instances = args.models, args.variants, args.instance_models or []
+    if args.all or args.quick:
+        chosen = [o for o in ("--models", "--variants", "--instance-models", "--plot")
+                  if getattr(args, o[2:].replace("-", "_")) not in (None, False)]
+        if args.all and args.quick:
+            chosen.insert(0, "--quick")
+        if chosen:
+            raise ValueError(f"zoo: --{'all' if args.all else 'quick'} chooses the models and "
+                             f"variants itself; leave out {', '.join(chosen)}")
+        if args.all:
+            models_, variants, instances = None, list(ALL_VARIANTS), list(INSTANCE_MODELS)
+        else:
+            models_, variants = list(QUICK_MODELS), list(QUICK_VARIANTS)
+    elif instances and models_ is None:
+        models_ = []                      # --instance-models alone: only the instance rows
+    variants = variants or ["default"]
     if args.plot:
         from .bench.speed import run_speed
 
@@ -355,13 +372,15 @@ def cmd_zoo(args):
         print(f"wrote {csv_path} and {png_path}")
         return 0
     try:
-        run_zoo(args.models, args.variants, args.steps, args.out, progress=not args.no_progress,
-                supervisions=args.supervision)
+        run_zoo(models_, variants, args.steps, args.out, progress=not args.no_progress,
+                supervisions=args.supervision, instance_models=instances,
+                instance_steps=args.instance_steps)
     except KeyboardInterrupt:
         raise Interrupted(f"edu-seg zoo: interrupted; the rows finished so far are in "
                           f"{Path(args.out) / 'results.csv'} and RESULTS.md (a rerun merges "
                           f"its rows into them)") from None
-    print(f"wrote {Path(args.out) / 'RESULTS.md'} and {Path(args.out) / 'results.csv'}")
+    print(f"wrote {Path(args.out) / 'RESULTS.md'} and {Path(args.out) / 'results.csv'}"
+          + (f" and {Path(args.out) / 'instance_results.csv'}" if instances else ""))
     return 0
 
 
@@ -579,13 +598,23 @@ def build_parser():
     p.add_argument("--models", nargs="+", metavar="MODEL",
                    help="registered semantic models, MODEL:PRESET for a preset such as an "
                    "ablation (default: every model at its default)")
-    p.add_argument("--variants", nargs="+", default=["default"], metavar="VARIANT",
+    p.add_argument("--variants", nargs="+", metavar="VARIANT",
                    help="Shapes variants: default, scale, context, thin, boundary, nonconvex "
                    "(default: default)")
     p.add_argument("--supervision", nargs="+", default=["masks"], metavar="SUPERVISION",
                    help="what each row trains from: masks (default), boxes (BoxSup), "
                    "filled-boxes; one row per model, variant and supervision")
     p.add_argument("--steps", type=int, default=300, help="optimiser steps per model and variant")
+    p.add_argument("--instance-models", nargs="+", metavar="MODEL",
+                   help="instance models (mask_rcnn, mask_rcnn:roi_pool), one row each scored "
+                   "by mask AP; alone, only these rows are trained")
+    p.add_argument("--instance-steps", type=int, help="optimiser steps per instance row "
+                   "(default: 640, the recipe edu-seg train uses for Mask R-CNN)")
+    p.add_argument("--all", action="store_true", help="the whole table: every semantic model "
+                   "on default, scale, context, thin and boundary, and Mask R-CNN with RoIAlign "
+                   "and RoIPool (about 2 hours on 2 cores)")
+    p.add_argument("--quick", action="store_true", help="a subset in minutes: unet, fcn8s, "
+                   "bisenet, icnet, deeplabv3, denseaspp on default and context")
     p.add_argument("--out", default="zoo", help="folder of RESULTS.md and results.csv; rows "
                    "merge into an existing results.csv by (model, variant, supervision)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -211,3 +211,69 @@ def test_merge_keeps_other_rows_and_sorts_by_variant_then_model():
     merged = zoo.merge_results(old, new)
     assert [(r["model"], r["variant"], r["miou"]) for r in merged] == \
         [("a", "default", "2"), ("c", "default", "4"), ("b", "scale", "3")]
+
+
+@pytest.fixture
+def small_recipe(monkeypatch):
+    """The zoo recipe on 32 training and 16 held-out images: the suite's fast mode."""
+    from edu_seg.bench import recipe, zoo_instances
+
+    for table in (recipe.RECIPE, zoo_instances.INSTANCE_RECIPE):
+        monkeypatch.setitem(table, "train_samples", 32)
+        monkeypatch.setitem(table, "val_samples", 16)
+
+
+def test_instance_rows_get_their_own_table_scored_by_mask_ap(small_recipe, tmp_path, capsys):
+    out = tmp_path / "zoo"
+    assert cli.main(["zoo", "--instance-models", "mask_rcnn", "mask_rcnn:roi_pool",
+                     "--instance-steps", "2", "--out", str(out), "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "[1/2] mask_rcnn (instances): mask AP" in text and "[2/2] mask_rcnn:roi_pool" in text
+    assert not (out / "results.csv").read_text().strip().split("\n")[1:]   # no semantic row
+    with open(out / "instance_results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["model"] for r in rows] == ["mask_rcnn", "mask_rcnn:roi_pool"]
+    for row in rows:
+        assert row["steps"] == "2" and all(-1 <= float(row[k]) <= 1 for k in (
+            "mask_ap", "mask_ap50", "mask_ap75", "box_ap", "box_ap50", "box_ap75"))
+    md = (out / "RESULTS.md").read_text()
+    assert "## Instance segmentation: Mask R-CNN with RoIAlign and with RoIPool" in md
+    assert "| mask_rcnn:roi_pool | 2 |" in md and "lr 0.001" in md
+    # a semantic run later keeps the instance table in RESULTS.md
+    assert cli.main(["zoo", "--models", "unet", "--steps", "2", "--out", str(out),
+                     "--no-progress"]) == 0
+    assert "| mask_rcnn:roi_pool | 2 |" in (out / "RESULTS.md").read_text()
+
+
+def test_quick_runs_its_subset(small_recipe, tmp_path, capsys):
+    out = tmp_path / "zoo"
+    assert cli.main(["zoo", "--quick", "--steps", "1", "--out", str(out), "--no-progress"]) == 0
+    _, rows = _rows(out)
+    assert {(r["model"], r["variant"]) for r in rows} == {
+        (m, v) for m in zoo.QUICK_MODELS for v in zoo.QUICK_VARIANTS}
+
+
+def test_all_means_every_semantic_model_every_variant_and_the_instance_rows(monkeypatch):
+    seen = {}
+    monkeypatch.setattr(zoo, "run_zoo", lambda *a, **k: seen.update(args=a, kwargs=k) or [])
+    assert cli.main(["zoo", "--all", "--no-progress"]) == 0
+    model_names, variants = seen["args"][:2]
+    assert model_names is None                                # every semantic model
+    assert variants == ["default", "scale", "context", "thin", "boundary"]
+    assert seen["kwargs"]["instance_models"] == ["mask_rcnn", "mask_rcnn:roi_pool"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--all", "--models", "unet"], "--all chooses the models and variants itself; leave out "
+                                    "--models"),
+    (["--quick", "--variants", "scale"], "--quick chooses the models and variants itself; "
+                                         "leave out --variants"),
+    (["--all", "--quick"], "leave out --quick"),
+    (["--instance-models", "unet"], "--instance-models got 'unet'; choose from mask_rcnn"),
+    (["--instance-models", "mask_rcnn:nope"], "unknown preset 'mask_rcnn:nope'"),
+    (["--instance-models", "mask_rcnn", "--instance-steps", "0"],
+     "--instance-steps must be a positive int, got 0"),
+])
+def test_zoo_selections_refuse_contradictions(argv, message, tmp_path, capsys):
+    assert cli.main(["zoo", *argv, "--out", str(tmp_path), "--no-progress"]) == 1
+    assert message in capsys.readouterr().err

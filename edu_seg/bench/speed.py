@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from .. import backend
-from .zoo import (RECIPE, build_zoo_model, check_choices, cpu_name, median_eval_seconds,
-                  read_results)
+from .recipe import RECIPE, build_zoo_model, cpu_name, median_eval_seconds
+from .zoo import check_choices, read_results
 
 __all__ = ["SIZES", "SPEED_COLUMNS", "inference_ms", "measure_speed", "merge_speed",
            "write_speed", "run_speed"]
@@ -39,7 +39,7 @@ def inference_ms(model, size, repeats=7, seed=0):
 
     Eval mode, batch 1, no gradients; one warm-up call first (it allocates the kernels'
     workspaces), then the median of ``repeats`` timed calls
-    (:func:`edu_seg.bench.zoo.median_eval_seconds`). The model's mode is restored.
+    (:func:`edu_seg.bench.recipe.median_eval_seconds`). The model's mode is restored.
     """
     if (isinstance(size, bool) or not isinstance(size, int) or size < 1
             or size % model.output_stride):

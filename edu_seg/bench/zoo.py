@@ -33,7 +33,6 @@ merged CSV after every row, so an interrupted run keeps the rows it finished.
 """
 import csv
 import datetime
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -48,19 +47,20 @@ from ..metrics import BoundaryConfusion
 from ..models.base import crop_target
 from ..train import TrainConfig, Trainer, evaluate, seed_everything
 from ..weak import SUPERVISIONS, BoxSup, BoxSupConfig
+from .recipe import RECIPE, build_zoo_model, cpu_name, inference_rate, split_preset
+from .zoo_instances import (INSTANCE_RECIPE, check_instance_models,
+                            instance_markdown, merge_instance_results, read_instance_results,
+                            train_and_measure_instance, write_instance_results)
 
-__all__ = ["RECIPE", "COLUMNS", "run_zoo", "train_and_measure", "semantic_models",
-           "build_zoo_model",
-           "check_choices", "read_results", "merge_results", "write_results",
+__all__ = ["COLUMNS", "ALL_VARIANTS", "QUICK_MODELS", "QUICK_VARIANTS", "run_zoo", "train_and_measure", "semantic_models", "check_choices", "read_results", "merge_results", "write_results",
            "results_markdown"]
 
-#: The one training recipe of every zoo row (only the step budget may change, per row).
-RECIPE = {
-    "size": 64, "num_classes": 4, "train_samples": 1024, "val_samples": 256,
-    "train_seed": 0, "val_seed": 1, "seed": 0,
-    "optimizer": "adam", "lr": 3e-3, "schedule": "poly", "batch_size": 16,
-    "boundary_band": 2,
-}
+#: ``edu-seg zoo --all``: every semantic model on each variant built to test one idea
+#: (the instance rows, :data:`~edu_seg.bench.zoo_instances.INSTANCE_MODELS`, come with it).
+ALL_VARIANTS = ("default", "scale", "context", "thin", "boundary")
+#: ``edu-seg zoo --quick``: a few fast models of different kinds on two variants (minutes).
+QUICK_MODELS = ("unet", "fcn8s", "bisenet", "icnet", "deeplabv3", "denseaspp")
+QUICK_VARIANTS = ("default", "context")
 
 #: The columns of ``results.csv``, in order.
 COLUMNS = ("model", "variant", "supervision", "steps", "miou", "boundary_iou", "class_iou",
@@ -73,18 +73,6 @@ def semantic_models():
     full-size-only models such as ``deeplabv3_resnet50`` are left out)."""
     return [n for n in models.available() if models.get_model_class(n).task == "semantic"
             and models.get_model_class(n).small_version]
-
-
-def _split_preset(label):
-    """``"pspnet:no_pyramid"`` -> ``("pspnet", "no_pyramid")``; ``"unet"`` -> ``("unet", None)``."""
-    name, _, preset = label.partition(":")
-    return name, preset or None
-
-
-def build_zoo_model(label, num_classes):
-    """The model of a zoo row: ``MODEL`` at its registry default, or ``MODEL:PRESET``."""
-    name, preset = _split_preset(label)
-    return models.create(name, preset=preset, num_classes=num_classes)
 
 
 def check_choices(model_names=None, variants=("default",), supervisions=("masks",)):
@@ -110,7 +98,7 @@ def check_choices(model_names=None, variants=("default",), supervisions=("masks"
     semantic = semantic_models()
     names = list(dict.fromkeys(semantic if model_names is None else model_names))
     for label in names:
-        name, preset = _split_preset(label)
+        name, preset = split_preset(label)
         if name not in models.available():
             raise ValueError(f"zoo: --models got unknown model {name!r}; choose from "
                              f"{', '.join(semantic)}")
@@ -136,44 +124,6 @@ def check_choices(model_names=None, variants=("default",), supervisions=("masks"
             raise ValueError(f"zoo: --supervision got unknown supervision {supervision!r}; "
                              f"choose from {', '.join(SUPERVISIONS)}")
     return names, variants, supervisions
-
-
-def cpu_name():
-    """The CPU's ``model name`` from ``/proc/cpuinfo`` (else what ``platform`` knows)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.partition(":")[2].strip()
-    except OSError:
-        pass                                        # not Linux: fall back below
-    return platform.processor() or platform.machine() or "unknown"
-
-
-@no_grad()
-def median_eval_seconds(model, images, repeats=5):
-    """Median seconds of ``model(images)`` in eval mode without gradients.
-
-    ``images``: (N, C, H, W). One warm-up call first (it allocates the kernels' workspaces),
-    then the median of ``repeats`` timed calls; the model's mode is restored afterwards.
-    """
-    was_training = model.training
-    model.eval()
-    x = Tensor(images)
-    model(x)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        model(x)
-        times.append(time.perf_counter() - start)
-    model.train(was_training)
-    return statistics.median(times)
-
-
-def inference_rate(model, images, repeats=5):
-    """Images per second of ``model`` in eval mode on ``images`` (N, 3, H, W), batch N
-    (:func:`median_eval_seconds`)."""
-    return len(images) / median_eval_seconds(model, images, repeats)
 
 
 @no_grad()
@@ -384,68 +334,95 @@ def write_results(rows, out):
         writer = csv.DictWriter(f, fieldnames=COLUMNS, restval="", extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    md_path.write_text(results_markdown(rows))
+    md_path.write_text(results_markdown(rows) + instance_markdown(read_instance_results(out)))
     return csv_path, md_path
 
 
 # ---------------------------------------------------------------------------------- the run
 def run_zoo(model_names=None, variants=("default",), steps=300, out="zoo", progress=True,
-            supervisions=("masks",)):
-    """Train and measure every (model, variant, supervision); merge each row into ``out`` as it
-    ends.
+            supervisions=("masks",), instance_models=(), instance_steps=None):
+    """Train and measure every (model, variant, supervision), then every instance model; merge
+    each row into ``out`` as it ends.
 
     Parameters
     ----------
     model_names : list of str, optional
-        Default: every registered semantic model.
+        Semantic models (``MODEL`` or ``MODEL:PRESET``). None: every registered semantic
+        model; an empty list: none (only instance rows).
     variants : list of str
         Shapes variants.
     steps : int
-        Optimiser steps per row.
+        Optimiser steps per semantic row.
     out : str or Path
-        Folder of ``results.csv`` and ``RESULTS.md``.
+        Folder of ``results.csv``, ``instance_results.csv`` and ``RESULTS.md``.
     progress : bool
         One tqdm bar over all steps of the run, described ``[i/n] MODEL on VARIANT`` with
         the row's step; a line per finished row is printed either way.
     supervisions : list of str
         :data:`edu_seg.weak.SUPERVISIONS` (default: masks only).
+    instance_models : list of str
+        Instance models (``mask_rcnn``, ``mask_rcnn:roi_pool``): one row each, scored by mask
+        AP (:mod:`edu_seg.bench.zoo_instances`).
+    instance_steps : int, optional
+        Optimiser steps per instance row (default: the instance recipe's).
 
     Returns
     -------
     list of dict
-        The rows this run measured.
+        The rows this run measured (semantic rows, then instance rows).
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"zoo: --steps must be a positive int, got {steps!r}")
+    instance_steps = INSTANCE_RECIPE["steps"] if instance_steps is None else instance_steps
+    for name, value in (("--steps", steps), ("--instance-steps", instance_steps)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"zoo: {name} must be a positive int, got {value!r}")
     from tqdm.auto import tqdm
 
-    names, variants, supervisions = check_choices(model_names, variants, supervisions)
-    rows_to_run = [(name, variant, supervision) for variant in variants for name in names
-                   for supervision in supervisions]
+    if model_names is not None and not model_names:
+        names, variants, supervisions = [], list(variants), list(supervisions)
+    else:
+        names, variants, supervisions = check_choices(model_names, variants, supervisions)
+    instance_models = check_instance_models(instance_models)
+    rows_to_run = [(name, variant, supervision, steps) for variant in variants
+                   for name in names for supervision in supervisions]
+    rows_to_run += [(name, None, None, instance_steps) for name in instance_models]
     print(f"zoo: {len(names)} model(s) x {len(variants)} variant(s) x {len(supervisions)} "
-          f"supervision(s), {steps} steps each, {backend.get_num_threads()} thread(s); results "
-          f"in {Path(out)}/", flush=True)
-    bar = tqdm(total=len(rows_to_run) * steps, unit="step", disable=not progress,
+          f"supervision(s), {steps} steps each"
+          + (f", and {len(instance_models)} instance model(s), {instance_steps} steps each"
+             if instance_models else "")
+          + f", {backend.get_num_threads()} thread(s); results in {Path(out)}/", flush=True)
+    bar = tqdm(total=sum(r[3] for r in rows_to_run), unit="step", disable=not progress,
                dynamic_ncols=True)
     rows = []
     try:
-        for i, (name, variant, supervision) in enumerate(rows_to_run, 1):
-            label = f"[{i}/{len(rows_to_run)}] {name} on {variant}" + (
-                "" if supervision == "masks" else f" from {supervision}")
+        for i, (name, variant, supervision, row_steps) in enumerate(rows_to_run, 1):
+            label = f"[{i}/{len(rows_to_run)}] {name}" + (
+                " (instances)" if variant is None else f" on {variant}") + (
+                "" if supervision in (None, "masks") else f" from {supervision}")
             bar.set_description(label)
 
             def on_step(trainer, info):
                 bar.update(1)
-                bar.set_postfix_str(f"step {info['step']}/{steps}, loss {info['loss']:.3f}")
+                bar.set_postfix_str(f"step {info['step']}/{row_steps}, loss "
+                                    f"{info['loss']:.3f}")
 
-            row = train_and_measure(name, variant, steps, on_step, supervision)
+            if variant is None:
+                row = train_and_measure_instance(name, row_steps, on_step)
+                write_instance_results(merge_instance_results(read_instance_results(out),
+                                                              [row]), out)
+                write_results(read_results(Path(out) / "results.csv"), out)
+                tqdm.write(f"{label}: mask AP {row['mask_ap']} (AP50 {row['mask_ap50']}), "
+                           f"box AP {row['box_ap']}, {row['step_ms']} ms/step, "
+                           f"{row['wall_s']} s")
+            else:
+                row = train_and_measure(name, variant, row_steps, on_step, supervision)
+                write_results(merge_results(read_results(Path(out) / "results.csv"), [row]),
+                              out)
+                tqdm.write(f"{label}: mIoU {row['miou']}, boundary IoU {row['boundary_iou']}, "
+                           f"{row['step_ms']} ms/step, {row['infer_img_s']} img/s, "
+                           f"{row['wall_s']} s" + (f"; training masks' mIoU by round "
+                                                   f"{row['estimate_miou']}"
+                                                   if row["estimate_miou"] else ""))
             rows.append(row)
-            write_results(merge_results(read_results(Path(out) / "results.csv"), [row]), out)
-            tqdm.write(f"{label}: mIoU {row['miou']}, boundary IoU {row['boundary_iou']}, "
-                       f"{row['step_ms']} ms/step, {row['infer_img_s']} img/s, "
-                       f"{row['wall_s']} s" + (f"; training masks' mIoU by round "
-                                               f"{row['estimate_miou']}"
-                                               if row["estimate_miou"] else ""))
     finally:
         bar.close()
     return rows

@@ -1,0 +1,160 @@
+"""The zoo's instance rows: Mask R-CNN with RoIAlign and with RoIPool, scored by mask AP.
+
+A semantic row of the zoo (:mod:`edu_seg.bench.zoo`) is scored by mIoU, a class per pixel. An
+instance model finds objects, so its rows are scored the COCO way (box and mask AP,
+:class:`~edu_seg.metrics.InstanceAP`) and live in their own table, ``instance_results.csv``,
+shown in ``RESULTS.md`` under the semantic tables. The two rows differ only in the RoI op
+(``mask_rcnn:roi_pool`` is the preset that swaps RoIAlign for RoIPool): what chapter 5 says
+RoIAlign is worth, measured with everything else equal.
+
+Recipe: the zoo's data (Shapes ``default``, 64x64, 4 classes, 1024 training and 256 held-out
+images, the same seeds, no augmentation), Adam with the poly schedule, batch 16, and the
+learning rate (1e-3) and step budget (640) that ``edu-seg train --model mask_rcnn`` uses and
+chapter 5 measured (:data:`INSTANCE_RECIPE`), rather than the semantic rows' 3e-3 and 300
+steps, which were never tried on the detector. Rows merge by model, like the semantic rows.
+"""
+import csv
+import datetime
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .. import backend, models
+from ..data import Shapes
+from ..train import TrainConfig, Trainer, evaluate_instances, seed_everything
+from .recipe import RECIPE, build_zoo_model, cpu_name, inference_rate
+
+__all__ = ["INSTANCE_MODELS", "INSTANCE_RECIPE", "INSTANCE_COLUMNS", "check_instance_models",
+           "train_and_measure_instance", "read_instance_results", "merge_instance_results",
+           "write_instance_results", "instance_markdown"]
+
+#: The instance rows of ``edu-seg zoo --all``: one model, two RoI ops.
+INSTANCE_MODELS = ("mask_rcnn", "mask_rcnn:roi_pool")
+
+#: The semantic recipe with chapter 5's Mask R-CNN learning rate and step budget.
+INSTANCE_RECIPE = {**RECIPE, "variant": "default", "lr": 1e-3, "steps": 640}
+
+#: The columns of ``instance_results.csv``, in order.
+INSTANCE_COLUMNS = ("model", "steps", "mask_ap", "mask_ap50", "mask_ap75", "box_ap",
+                    "box_ap50", "box_ap75", "params", "step_ms", "infer_img_s", "train_s",
+                    "wall_s", "cpu", "threads", "date")
+
+_FILE = "instance_results.csv"
+
+
+def check_instance_models(labels):
+    """``labels`` without repeats; each a registered instance model, optionally ``:PRESET``.
+
+    Raises
+    ------
+    ValueError
+        An unknown model or preset, or a semantic model (its rows are the semantic table's).
+    """
+    labels = list(dict.fromkeys(labels))
+    instance = [n for n in models.available() if models.get_model_class(n).task == "instance"]
+    for label in labels:
+        name, _, preset = label.partition(":")
+        if name not in instance:
+            raise ValueError(f"zoo: --instance-models got {name!r}; choose from "
+                             f"{', '.join(instance)} (semantic models go in --models)")
+        if preset and preset not in models.presets(name):
+            raise ValueError(f"zoo: --instance-models got unknown preset {label!r}; {name}'s "
+                             f"presets: {', '.join(models.presets(name)) or 'none'}")
+    return labels
+
+
+def train_and_measure_instance(label, steps, on_step=None):
+    """Train instance model ``label`` (``MODEL`` or ``MODEL:PRESET``) with
+    :data:`INSTANCE_RECIPE` for ``steps`` steps and measure it.
+
+    Returns
+    -------
+    dict
+        One row of ``instance_results.csv``: :data:`INSTANCE_COLUMNS` -> formatted value.
+        AP is COCO's, averaged over IoU thresholds 0.50:0.95; AP50 and AP75 at one threshold.
+    """
+    r = INSTANCE_RECIPE
+    start = time.perf_counter()
+    common = dict(size=r["size"], num_classes=r["num_classes"], variant=r["variant"])
+    train = Shapes(r["train_samples"], seed=r["train_seed"], **common)
+    val = Shapes(r["val_samples"], seed=r["val_seed"], **common)
+    seed_everything(r["seed"])
+    model = build_zoo_model(label, r["num_classes"])
+    step_seconds = []
+
+    def record(trainer, info):
+        step_seconds.append(info["seconds"])
+        if on_step is not None:
+            on_step(trainer, info)
+
+    config = TrainConfig(steps=steps, batch_size=r["batch_size"], lr=r["lr"],
+                         optimizer=r["optimizer"], schedule=r["schedule"], seed=r["seed"],
+                         progress=False, verbose=False)
+    train_start = time.perf_counter()
+    Trainer(model, train, None, config, on_step=record).fit()
+    train_seconds = time.perf_counter() - train_start
+    ap = evaluate_instances(model, val, r["batch_size"]).summary()
+    images = np.stack([val[i]["image"] for i in range(r["batch_size"])])   # (16, 3, 64, 64)
+    rate = inference_rate(model, images)
+    return {"model": label, "steps": steps,
+            **{f"{kind}_{key.lower()}": f"{ap[kind][key]:.4f}" for kind in ("mask", "box")
+               for key in ("AP", "AP50", "AP75")},
+            "params": model.num_parameters(),
+            "step_ms": f"{1e3 * statistics.median(step_seconds):.1f}",
+            "infer_img_s": f"{rate:.1f}", "train_s": f"{train_seconds:.1f}",
+            "wall_s": f"{time.perf_counter() - start:.1f}", "cpu": cpu_name(),
+            "threads": backend.get_num_threads(), "date": datetime.date.today().isoformat()}
+
+
+def read_instance_results(out):
+    """The rows of ``out/instance_results.csv`` (dicts of str), or [] if there is none."""
+    path = Path(out) / _FILE
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def merge_instance_results(old, new):
+    """``old`` rows with ``new`` ones added (a model in both taken from ``new``), by model."""
+    merged = {row["model"]: row for row in old}
+    merged.update({row["model"]: row for row in new})
+    return [merged[k] for k in sorted(merged)]
+
+
+def write_instance_results(rows, out):
+    """Write ``rows`` to ``out/instance_results.csv``; returns its path."""
+    path = Path(out) / _FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=INSTANCE_COLUMNS, restval="",
+                                extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def instance_markdown(rows):
+    """The ``RESULTS.md`` section of the instance rows ('' when there are none)."""
+    if not rows:
+        return ""
+    r = INSTANCE_RECIPE
+    lines = [
+        "", "## Instance segmentation: Mask R-CNN with RoIAlign and with RoIPool", "",
+        f"Recipe: the data above (Shapes `{r['variant']}`), {r['optimizer'].capitalize()}, "
+        f"lr {r['lr']:g} (chapter 5's Mask R-CNN rate), poly schedule, batch "
+        f"{r['batch_size']}, `steps` optimiser steps ({r['steps']} by default). AP is COCO's "
+        "(IoU thresholds 0.50:0.95; AP50 and AP75 at one threshold) on the "
+        f"{r['val_samples']} held-out images. Recompute a row with `edu-seg zoo "
+        "--instance-models MODEL`.", "",
+        "| model | steps | mask AP | mask AP50 | mask AP75 | box AP | box AP50 | box AP75 "
+        "| params | step ms | infer img/s | train s | wall s | CPU | threads | date |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|--:|---|",
+    ]
+    for row in rows:
+        cells = [row[c] for c in INSTANCE_COLUMNS]
+        cells[INSTANCE_COLUMNS.index("params")] = f"{int(row['params']):,}"
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
