@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 
 from edu_seg import cli, models, nn
-from edu_seg.bench import zoo
+from edu_seg.bench import recipe, zoo
 from edu_seg.data import Shapes
 from edu_seg.models.base import SegmentationModel
 from edu_seg.train import TrainConfig, Trainer, seed_everything
@@ -197,8 +197,8 @@ def test_zoo_rejects_bad_choices_with_the_choices(argv, message, tmp_path, capsy
 
 
 def test_a_preset_row_is_the_model_built_with_that_preset():
-    default = zoo.build_zoo_model("unet", 4)
-    paper = zoo.build_zoo_model("unet:paper", 4)
+    default = recipe.build_zoo_model("unet", 4)
+    paper = recipe.build_zoo_model("unet:paper", 4)
     assert (default.config.base_width, paper.config.base_width) == (16, 64)
     assert zoo.check_choices(["unet:paper", "unet"])[0] == ["unet:paper", "unet"]
 
@@ -216,7 +216,7 @@ def test_merge_keeps_other_rows_and_sorts_by_variant_then_model():
 @pytest.fixture
 def small_recipe(monkeypatch):
     """The zoo recipe on 32 training and 16 held-out images: the suite's fast mode."""
-    from edu_seg.bench import recipe, zoo_instances
+    from edu_seg.bench import zoo_instances
 
     for table in (recipe.RECIPE, zoo_instances.INSTANCE_RECIPE):
         monkeypatch.setitem(table, "train_samples", 32)

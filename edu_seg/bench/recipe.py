@@ -11,9 +11,11 @@ import time
 
 from .. import models
 from ..autograd import Tensor, no_grad
+from ..data import Shapes
+from ..train import TrainConfig, seed_everything
 
-__all__ = ["RECIPE", "split_preset", "build_zoo_model", "cpu_name", "median_eval_seconds",
-           "inference_rate"]
+__all__ = ["RECIPE", "split_preset", "build_zoo_model", "setup_row", "StepTimes", "cpu_name",
+           "median_eval_seconds", "inference_rate"]
 
 #: The one training recipe of every zoo row (only the step budget may change, per row).
 RECIPE = {
@@ -34,6 +36,39 @@ def build_zoo_model(label, num_classes):
     """The model of a zoo row: ``MODEL`` at its registry default, or ``MODEL:PRESET``."""
     name, preset = split_preset(label)
     return models.create(name, preset=preset, num_classes=num_classes)
+
+
+def setup_row(recipe, label, variant, steps):
+    """What one row trains: ``(train, val, model, config)`` under ``recipe`` (a dict like
+    :data:`RECIPE`): the Shapes ``variant``'s training and held-out sets, the model ``label``
+    built with the recipe's weight seed, and its :class:`~edu_seg.train.TrainConfig` for
+    ``steps`` steps (silent: the zoo prints its own progress)."""
+    r = recipe
+    common = dict(size=r["size"], num_classes=r["num_classes"], variant=variant)
+    train = Shapes(r["train_samples"], seed=r["train_seed"], **common)
+    val = Shapes(r["val_samples"], seed=r["val_seed"], **common)
+    seed_everything(r["seed"])              # the same initial weights whatever ran before
+    model = build_zoo_model(label, r["num_classes"])
+    config = TrainConfig(steps=steps, batch_size=r["batch_size"], lr=r["lr"],
+                         optimizer=r["optimizer"], schedule=r["schedule"], seed=r["seed"],
+                         progress=False, verbose=False)
+    return train, val, model, config
+
+
+class StepTimes:
+    """A Trainer ``on_step`` that keeps every step's seconds and passes the call on."""
+
+    def __init__(self, on_step=None):
+        self.seconds, self.on_step = [], on_step
+
+    def __call__(self, trainer, info):
+        self.seconds.append(info["seconds"])
+        if self.on_step is not None:
+            self.on_step(trainer, info)
+
+    def median_ms(self):
+        """The median step in milliseconds, formatted as the tables show it."""
+        return f"{1e3 * statistics.median(self.seconds):.1f}"
 
 
 def cpu_name():

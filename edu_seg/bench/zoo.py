@@ -33,7 +33,6 @@ merged CSV after every row, so an interrupted run keeps the rows it finished.
 """
 import csv
 import datetime
-import statistics
 import time
 from pathlib import Path
 
@@ -41,13 +40,13 @@ import numpy as np
 
 from .. import backend, models
 from ..autograd import Tensor, no_grad
-from ..data import DataLoader, Shapes
+from ..data import DataLoader
 from ..data.shapes import VARIANTS
 from ..metrics import BoundaryConfusion
 from ..models.base import crop_target
-from ..train import TrainConfig, Trainer, evaluate, seed_everything
+from ..train import Trainer, evaluate
 from ..weak import SUPERVISIONS, BoxSup, BoxSupConfig
-from .recipe import RECIPE, build_zoo_model, cpu_name, inference_rate, split_preset
+from .recipe import RECIPE, StepTimes, cpu_name, inference_rate, setup_row, split_preset
 from .zoo_instances import (INSTANCE_RECIPE, check_instance_models,
                             instance_markdown, merge_instance_results, read_instance_results,
                             train_and_measure_instance, write_instance_results)
@@ -170,21 +169,8 @@ def train_and_measure(name, variant, steps, on_step=None, supervision="masks"):
     """
     r = RECIPE
     start = time.perf_counter()
-    common = dict(size=r["size"], num_classes=r["num_classes"], variant=variant)
-    train = Shapes(r["train_samples"], seed=r["train_seed"], **common)
-    val = Shapes(r["val_samples"], seed=r["val_seed"], **common)
-    seed_everything(r["seed"])              # the same initial weights whatever ran before
-    model = build_zoo_model(name, r["num_classes"])
-    step_seconds = []
-
-    def record(trainer, info):
-        step_seconds.append(info["seconds"])
-        if on_step is not None:
-            on_step(trainer, info)
-
-    config = TrainConfig(steps=steps, batch_size=r["batch_size"], lr=r["lr"],
-                         optimizer=r["optimizer"], schedule=r["schedule"], seed=r["seed"],
-                         progress=False, verbose=False)
+    train, val, model, config = setup_row(r, name, variant, steps)
+    record = StepTimes(on_step)
     train_start = time.perf_counter()
     estimates = ""
     if supervision == "masks":
@@ -207,7 +193,7 @@ def train_and_measure(name, variant, steps, on_step=None, supervision="masks"):
             "miou": f"{scores['miou']:.4f}", "boundary_iou": f"{band_miou:.4f}",
             "class_iou": class_iou, "estimate_miou": estimates, "params": size.total_params,
             "flops": size.total_flops,
-            "step_ms": f"{1e3 * statistics.median(step_seconds):.1f}",
+            "step_ms": record.median_ms(),
             "infer_img_s": f"{rate:.1f}", "train_s": f"{train_seconds:.1f}",
             "wall_s": f"{time.perf_counter() - start:.1f}", "cpu": cpu_name(),
             "threads": backend.get_num_threads(), "date": datetime.date.today().isoformat()}

@@ -15,16 +15,14 @@ steps, which were never tried on the detector. Rows merge by model, like the sem
 """
 import csv
 import datetime
-import statistics
 import time
 from pathlib import Path
 
 import numpy as np
 
 from .. import backend, models
-from ..data import Shapes
-from ..train import TrainConfig, Trainer, evaluate_instances, seed_everything
-from .recipe import RECIPE, build_zoo_model, cpu_name, inference_rate
+from ..train import Trainer, evaluate_instances
+from .recipe import RECIPE, StepTimes, cpu_name, inference_rate, setup_row
 
 __all__ = ["INSTANCE_MODELS", "INSTANCE_RECIPE", "INSTANCE_COLUMNS", "check_instance_models",
            "train_and_measure_instance", "read_instance_results", "merge_instance_results",
@@ -77,21 +75,8 @@ def train_and_measure_instance(label, steps, on_step=None):
     """
     r = INSTANCE_RECIPE
     start = time.perf_counter()
-    common = dict(size=r["size"], num_classes=r["num_classes"], variant=r["variant"])
-    train = Shapes(r["train_samples"], seed=r["train_seed"], **common)
-    val = Shapes(r["val_samples"], seed=r["val_seed"], **common)
-    seed_everything(r["seed"])
-    model = build_zoo_model(label, r["num_classes"])
-    step_seconds = []
-
-    def record(trainer, info):
-        step_seconds.append(info["seconds"])
-        if on_step is not None:
-            on_step(trainer, info)
-
-    config = TrainConfig(steps=steps, batch_size=r["batch_size"], lr=r["lr"],
-                         optimizer=r["optimizer"], schedule=r["schedule"], seed=r["seed"],
-                         progress=False, verbose=False)
+    train, val, model, config = setup_row(r, label, r["variant"], steps)
+    record = StepTimes(on_step)
     train_start = time.perf_counter()
     Trainer(model, train, None, config, on_step=record).fit()
     train_seconds = time.perf_counter() - train_start
@@ -102,7 +87,7 @@ def train_and_measure_instance(label, steps, on_step=None):
             **{f"{kind}_{key.lower()}": f"{ap[kind][key]:.4f}" for kind in ("mask", "box")
                for key in ("AP", "AP50", "AP75")},
             "params": model.num_parameters(),
-            "step_ms": f"{1e3 * statistics.median(step_seconds):.1f}",
+            "step_ms": record.median_ms(),
             "infer_img_s": f"{rate:.1f}", "train_s": f"{train_seconds:.1f}",
             "wall_s": f"{time.perf_counter() - start:.1f}", "cpu": cpu_name(),
             "threads": backend.get_num_threads(), "date": datetime.date.today().isoformat()}
