@@ -34,7 +34,9 @@ def test_measure_speed_gives_one_row_per_model_with_every_size():
     rows = measure_speed(["fcn8s"], sizes=(64, 256), progress=None)
     assert [r["model"] for r in rows] == ["fcn8s"]
     assert set(SPEED_COLUMNS) <= set(rows[0])
-    assert float(rows[0]["ms_256"]) > float(rows[0]["ms_64"]) > 0     # 16x the pixels
+    # both sizes timed (no order between them asserted: a timing under a busy machine is
+    # noise, and the suite never asserts speed; make bench and the zoo measure it)
+    assert float(rows[0]["ms_256"]) > 0 and float(rows[0]["ms_64"]) > 0
 
 
 def test_measure_speed_names_an_unknown_model():
