@@ -23,6 +23,10 @@ then built under a parameter budget: its config may ask for no more parameter va
 file holds (a crafted 100 KB file cannot make the loader allocate gigabytes), and its state
 dict's shapes are compared with the headers. Only then are the arrays read. Every failure is a
 :class:`CheckpointError` that names the file and what is wrong.
+
+Pretrained backbones (:mod:`edu_seg.pretrain`) are stored in the same layout under their own
+format tag, ``edu_seg-backbone``: ``model/<key>`` is then the backbone's state dict, and the
+same writer and checked reader serve both, each refusing the other's files by their tag.
 """
 import dataclasses
 import json
@@ -40,7 +44,8 @@ from .autograd import Tensor
 from .nn.module import ParameterBudgetError, parameter_budget
 
 __all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "CheckpointError", "Checkpoint",
-           "save_checkpoint", "load_checkpoint", "write_atomically"]
+           "save_checkpoint", "load_checkpoint", "write_atomically", "write_state_file",
+           "CheckedArchive"]
 
 CHECKPOINT_FORMAT = "edu_seg-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -161,14 +166,26 @@ def save_checkpoint(path, model, train_state=None):
     train_state : dict, optional
         Anything JSON-able plus NumPy arrays (see :meth:`edu_seg.train.Trainer.state`).
     """
+    write_state_file(path, model, train_state, CHECKPOINT_FORMAT, CHECKPOINT_VERSION)
+
+
+def write_state_file(path, model, train_state, format, version, **extra):
+    """Write ``model``'s state dict and ``train_state`` in the checkpoint layout, atomically.
+
+    ``format`` and ``version`` tag the file; ``extra`` adds JSON-able entries to
+    ``meta.json``. :func:`save_checkpoint` writes segmentation models with it, and
+    :func:`edu_seg.pretrain.save_backbone` pretrained backbones (a backbone has a ``name``, a
+    ``config`` and a state dict too), so both are read by the same checked reader.
+    """
     arrays = {f"model/{k}": to_host(v.data if isinstance(v, Tensor) else v)   # host copies
               for k, v in model.state_dict().items()}
     train = {}
     meta = {
-        "format": CHECKPOINT_FORMAT,
-        "version": CHECKPOINT_VERSION,
+        "format": format,
+        "version": version,
         "model": {"name": model.name, "config": dataclasses.asdict(model.config)},
         "train": _split_arrays(train_state, train),
+        **extra,
     }
     arrays.update(train)
     arrays["meta.json"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
@@ -254,11 +271,17 @@ def _npy_header(archive, info, path):
     return shape, dtype
 
 
-class _Archive:
-    """A checkpoint whose directory, ``meta.json`` and array headers have been checked."""
+class CheckedArchive:
+    """A checkpoint whose directory, ``meta.json`` and array headers have been checked.
 
-    def __init__(self, path):
+    ``format`` and ``version`` are what ``meta.json`` must declare, and ``what`` names that
+    kind of file in the error for another one (``"an edu_seg checkpoint"``).
+    """
+
+    def __init__(self, path, format=CHECKPOINT_FORMAT, version=CHECKPOINT_VERSION,
+                 what="an edu_seg checkpoint"):
         self.path = path
+        self.format, self.version, self.what = format, version, what
         if not path.exists():
             raise FileNotFoundError(f"checkpoint {path} does not exist")
         if not zipfile.is_zipfile(path):      # an .npz is a zip archive; a truncated one is not
@@ -304,14 +327,14 @@ class _Archive:
                 zipfile.BadZipFile) as exc:
             raise CheckpointError(f"checkpoint {path}: meta.json is corrupted "
                                   f"({type(exc).__name__})") from None
-        if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
+        if not isinstance(meta, dict) or meta.get("format") != self.format:
             found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-            raise CheckpointError(f"checkpoint {path} is not an edu_seg checkpoint (format "
+            raise CheckpointError(f"checkpoint {path} is not {self.what} (format "
                                   f"{found!r})")
-        if meta.get("version") != CHECKPOINT_VERSION:
+        if meta.get("version") != self.version:
             raise CheckpointError(f"checkpoint {path} has format version "
                                   f"{meta.get('version')!r}; this edu_seg reads version "
-                                  f"{CHECKPOINT_VERSION}")
+                                  f"{self.version}")
         model = meta.get("model")
         if not (isinstance(model, dict) and isinstance(model.get("name"), str)
                 and isinstance(model.get("config"), dict)) or "train" not in meta:
@@ -319,6 +342,36 @@ class _Archive:
                                   f"config or the training state: damaged or not written by "
                                   f"edu_seg")
         return meta
+
+    def misfit(self, model):
+        """What keeps the stored ``model/`` arrays from loading into ``model``, from their
+        headers alone: missing, unexpected and mis-shaped keys (at most 5 named); ``""`` when
+        they fit."""
+        stored = {k[len("model/"):]: shape for k, (shape, _) in self.headers.items()
+                  if k.startswith("model/")}
+        expected = model.state_dict()
+        missing = sorted(set(expected) - set(stored))
+        unexpected = sorted(set(stored) - set(expected))
+        wrong = [f"{k}: {tuple(stored[k])} in the checkpoint, {tuple(np.shape(expected[k]))} "
+                 f"in the model" for k in expected
+                 if k in stored and tuple(stored[k]) != tuple(np.shape(expected[k]))]
+        problems = ([f"missing {', '.join(missing)}"] if missing else []) \
+            + ([f"unexpected {', '.join(unexpected)}"] if unexpected else []) + wrong
+        return "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more"
+                                          if len(problems) > 5 else "")
+
+    def load_into(self, model):
+        """Read the ``model/`` arrays into ``model`` (call after :meth:`misfit` found none)."""
+        model.load_state_dict({k[len("model/"):]: self.read(k) for k in self.headers
+                               if k.startswith("model/")})
+
+    def train_state(self):
+        """The saved training state, its arrays read and restored in place."""
+        arrays = {k: self.read(k) for k in self.headers if not k.startswith("model/")}
+        try:
+            return _join_arrays(self.meta["train"], arrays)
+        except CheckpointError as exc:
+            raise CheckpointError(f"checkpoint {self.path}: {exc}") from None
 
     def read(self, name):
         """The array of member ``name`` (its CRC is checked as it is read)."""
@@ -377,7 +430,7 @@ def load_checkpoint(path, model=None):
         names it). Nothing large is allocated before the file has been checked.
     """
     path = Path(path)
-    archive = _Archive(path)
+    archive = CheckedArchive(path)
     try:
         name, config = archive.meta["model"]["name"], archive.meta["model"]["config"]
         if model is None:
@@ -385,27 +438,13 @@ def load_checkpoint(path, model=None):
         elif model.name != name:
             raise CheckpointError(f"checkpoint {path} holds a {name!r} model, but the model to "
                                   f"load it into is a {model.name!r}")
-        stored = {k[len("model/"):]: shape for k, (shape, _) in archive.headers.items()
-                  if k.startswith("model/")}
-        expected = model.state_dict()
-        missing = sorted(set(expected) - set(stored))
-        unexpected = sorted(set(stored) - set(expected))
-        wrong = [f"{k}: {tuple(stored[k])} in the checkpoint, {tuple(np.shape(expected[k]))} "
-                 f"in the model" for k in expected
-                 if k in stored and tuple(stored[k]) != tuple(np.shape(expected[k]))]
-        if missing or unexpected or wrong:
-            problems = ([f"missing {', '.join(missing)}"] if missing else []) \
-                + ([f"unexpected {', '.join(unexpected)}"] if unexpected else []) + wrong
+        misfit = archive.misfit(model)
+        if misfit:
             raise CheckpointError(
                 f"checkpoint {path} does not fit this {model.name} (checkpoint config {config}, "
-                f"model config {dataclasses.asdict(model.config)}): " + "; ".join(problems[:5])
-                + (f"; and {len(problems) - 5} more" if len(problems) > 5 else ""))
-        model.load_state_dict({k: archive.read(f"model/{k}") for k in stored})
-        arrays = {k: archive.read(k) for k in archive.headers if not k.startswith("model/")}
-        try:
-            train = _join_arrays(archive.meta["train"], arrays)
-        except CheckpointError as exc:
-            raise CheckpointError(f"checkpoint {path}: {exc}") from None
+                f"model config {dataclasses.asdict(model.config)}): {misfit}")
+        archive.load_into(model)
+        train = archive.train_state()
     finally:
         archive.close()
     return Checkpoint(model=model, model_name=name, model_config=config, train_state=train)

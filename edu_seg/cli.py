@@ -4,6 +4,9 @@
     edu-seg train --model unet --data shapes[:VARIANT] | PATH --epochs N --out DIR
     edu-seg train ... --resume DIR/last.npz   continue a stopped run (Ctrl-C prints this line)
     edu-seg train ... --supervision boxes      train from boxes and classes only (BoxSup)
+    edu-seg pretrain --backbone resnet_tiny --out DIR   a backbone learns which shapes a scene
+                                       shows: DIR/resnet_tiny.npz, DIR/resnet_tiny_history.json
+    edu-seg train ... --backbone-weights DIR/resnet_tiny.npz   start the backbone from them
     edu-seg eval --checkpoint DIR/best.npz
     edu-seg predict --checkpoint DIR/best.npz --image in.png --out mask.png [--crf]
     edu-seg models                     list the models that can be trained
@@ -75,13 +78,13 @@ def _class_colours(dataset):
     return None if colours is None else np.asarray(colours, dtype=np.uint8).tolist()
 
 
-def _parse_model_config(pairs):
+def _parse_model_config(pairs, flag="--model-config"):
     """``["depth=3", "padding=valid"]`` -> ``{"depth": 3, "padding": "valid"}``."""
     config = {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep:
-            raise SystemExit(f"edu-seg: --model-config expects KEY=VALUE, got {pair!r}")
+            raise SystemExit(f"edu-seg: {flag} expects KEY=VALUE, got {pair!r}")
         try:
             config[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -137,6 +140,10 @@ def _check_train_args(args):
     if args.supervision != "masks" and args.resume:
         raise ValueError(f"--resume cannot continue a --supervision {args.supervision} run: "
                          f"its estimated masks are not saved; start the run again")
+    if args.backbone_weights and args.resume:
+        raise ValueError("--backbone-weights cannot be combined with --resume: the checkpoint "
+                         "already holds every weight of the run, the backbone's included; "
+                         "leave out --backbone-weights")
     if args.data == "shapes" or args.data.startswith("shapes:"):
         for flag, value in (("--train-samples", args.train_samples),
                             ("--val-samples", args.val_samples), ("--size", args.size)):
@@ -169,7 +176,7 @@ def cmd_models(args):
 def run_training(model_name, model_config, data, epochs, batch_size, lr, out, optimizer="adam",
                  weight_decay=0.0, schedule="poly", seed=0, train_samples=1024,
                  val_samples=256, size=64, num_classes=4, resume=None, progress=True,
-                 steps=None, supervision="masks", device="cpu"):
+                 steps=None, supervision="masks", device="cpu", backbone_weights=None):
     """Build data, model and :class:`~edu_seg.train.Trainer`, train, and report; returns it.
 
     The Trainer prints one line per epoch, and its ``on_epoch_end`` redraws the plots
@@ -182,6 +189,10 @@ def run_training(model_name, model_config, data, epochs, batch_size, lr, out, op
 
     ``device``: ``"cuda"`` moves the model to the GPU (CuPy) and each batch with it; the
     checkpoints are written from host copies, so they load anywhere.
+
+    ``backbone_weights``: a file of ``edu-seg pretrain`` (:func:`edu_seg.pretrain.save_backbone`)
+    loaded into ``model.backbone`` before the first step; the rest of the model starts from
+    its usual initialisation.
 
     Raises
     ------
@@ -216,6 +227,12 @@ def run_training(model_name, model_config, data, epochs, batch_size, lr, out, op
     info["class_colors"] = _class_colours(train_set)
     seed_everything(seed)
     model = models.create(model_name, num_classes=n_classes, **model_config).to(device)
+    if backbone_weights:
+        from .pretrain import load_pretrained_backbone
+
+        loaded = load_pretrained_backbone(model, backbone_weights)
+        print(f"backbone {loaded['backbone']}: pretrained weights from {backbone_weights}"
+              f"{_pretraining_summary(loaded['history'])}")
     config = TrainConfig(epochs=epochs, steps=steps, batch_size=batch_size, lr=lr,
                          optimizer=optimizer, weight_decay=weight_decay, schedule=schedule,
                          seed=seed, progress=progress)
@@ -326,7 +343,50 @@ def cmd_train(args):
                  train_samples=args.train_samples, val_samples=args.val_samples,
                  size=args.size, num_classes=args.num_classes, resume=args.resume,
                  progress=not args.no_progress, steps=args.steps,
-                 supervision=args.supervision, device=args.device)
+                 supervision=args.supervision, device=args.device,
+                 backbone_weights=args.backbone_weights)
+    return 0
+
+
+def _pretraining_summary(history):
+    """`` (presence, 300 steps: validation label accuracy ..)`` from a pretraining history,
+    or ``""`` for a file without one (its history is whatever the file holds: read with care)."""
+    try:
+        recipe, last = history["recipe"], history["records"][-1]
+        return (f" ({recipe['task']}, {recipe['steps']} steps on Shapes {recipe['variant']}: "
+                f"validation label accuracy {last['val_label_acc']:.3f}, exact match "
+                f"{last['val_exact_match']:.3f})")
+    except (TypeError, KeyError, IndexError, ValueError):
+        return ""
+
+
+def cmd_pretrain(args):
+    from .checkpoint import write_atomically
+    from .pretrain import pretrain_backbone, save_backbone
+
+    overrides = _parse_model_config(args.backbone_config, "--backbone-config")
+    _setup(args)
+    _check_out_dir(args.out)
+    scenes = ("a new scene for every image" if args.train_samples is None
+              else f"{args.train_samples} training scenes")
+    print(f"pretrain {args.backbone}{' ' + str(overrides) if overrides else ''}: {args.task} "
+          f"of the {args.num_classes - 1} shape classes in Shapes {args.variant} scenes of "
+          f"{args.size}x{args.size}, {args.steps} steps of {args.batch_size} images ({scenes}; "
+          f"{args.val_samples} validation scenes)", flush=True)
+    classifier, history = pretrain_backbone(
+        args.backbone, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+        seed=args.seed, variant=args.variant, size=args.size, num_classes=args.num_classes,
+        task=args.task, train_samples=args.train_samples, val_samples=args.val_samples,
+        val_every=args.val_every, overrides=overrides, verbose=True)
+    out = Path(args.out)
+    weights, history_path = out / f"{args.backbone}.npz", out / f"{args.backbone}_history.json"
+    save_backbone(weights, classifier, history)
+    write_atomically(history_path, lambda f: f.write(json.dumps(history, indent=1).encode()))
+    last, baseline = history["records"][-1], history["baseline"]
+    print(f"\npretrained {args.backbone} in {history['seconds']:.0f} s: validation label "
+          f"accuracy {last['val_label_acc']:.3f} (majority baseline {baseline['label_acc']:.3f}), "
+          f"exact match {last['val_exact_match']:.3f} ({baseline['exact_match']:.3f}); "
+          f"weights {weights}, history {history_path}")
     return 0
 
 
@@ -583,6 +643,9 @@ def build_parser():
                    help="what training reads: masks (the default); or only the boxes and "
                    "classes, with BoxSup's mask estimation (boxes) or the filled boxes as "
                    "masks (filled-boxes); Shapes data only")
+    p.add_argument("--backbone-weights", metavar="NPZ", help="start the model's backbone from "
+                   "these pretrained weights (written by edu-seg pretrain; the backbone's name "
+                   "and parameter shapes must match); not with --resume")
     p.add_argument("--train-samples", type=int, default=1024, help="Shapes only")
     p.add_argument("--val-samples", type=int, default=256, help="Shapes only")
     p.add_argument("--size", type=int, default=64, help="Shapes only: image size")
@@ -592,6 +655,33 @@ def build_parser():
                    help="where the model trains: cpu, or cuda (a GPU, through CuPy)")
     add_runtime(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("pretrain", help="pretrain a backbone to classify Shapes scenes (which "
+                       "shape classes each shows), for train --backbone-weights")
+    p.add_argument("--backbone", required=True, help="a backbone name, e.g. resnet_tiny "
+                   "(edu_seg.models.available_backbones())")
+    p.add_argument("--backbone-config", nargs="*", metavar="KEY=VALUE",
+                   help="backbone config fields, e.g. widths=[16,32,64,128] stem_width=16 (to "
+                   "match a model that widens its backbone)")
+    p.add_argument("--task", default="presence",
+                   help="presence: which classes a scene shows (multi-label); count: how many "
+                   "objects of each (harder)")
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--variant", default="default", help="the Shapes variant")
+    p.add_argument("--train-samples", type=int, help="training scenes, reused epoch after "
+                   "epoch (default: steps x batch size, a new scene for every image)")
+    p.add_argument("--val-samples", type=int, default=256)
+    p.add_argument("--val-every", type=int, default=250, help="validate and print a line "
+                   "every N steps (and after the last)")
+    p.add_argument("--size", type=int, default=64, help="image size")
+    p.add_argument("--num-classes", type=int, default=4, help="Shapes classes, incl. background")
+    p.add_argument("--out", default="runs/pretrain", help="folder of NAME.npz and "
+                   "NAME_history.json")
+    add_runtime(p)
+    p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("zoo", help="train models with one recipe on Shapes variants; write "
                        "RESULTS.md and results.csv")

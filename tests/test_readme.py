@@ -1,14 +1,15 @@
 """Every code block of the README runs: each Python block in a fresh interpreter, each shell
 command in order in one scratch folder, the slow ones in fast mode.
 
-Fast mode, applied here and nowhere else: ``edu-seg train`` gets ``--steps 2`` and tiny data
-(16 training and 8 validation Shapes images, batch 8) appended, which override the README's
-own values; ``edu-seg zoo`` gets ``--steps 2``; ``make demo`` runs the demo in process with a
-tiny ``DEMO``. The placeholders a reader replaces are made real in the scratch folder: a small
-CamVid-style folder at ``path/to/CamVid`` and a Shapes picture ``in.png``. ``edu-seg`` is
-called as ``python -m edu_seg.cli`` (the console script is the same entry point). Lines that
-install or activate something (``pip``, ``source``) and ``make test`` (this suite) are not run;
-:func:`test_every_readme_command_is_run_or_deliberately_skipped` keeps that list honest.
+Fast mode, applied here and nowhere else: ``edu-seg train`` and ``edu-seg pretrain`` get
+``--steps 2`` and tiny data (16 training and 8 validation Shapes images, batch 8) appended,
+which override the README's own values; ``edu-seg zoo`` gets ``--steps 2``; ``make demo`` runs
+the demo in process with a tiny ``DEMO``. The placeholders a reader replaces are made real in
+the scratch folder: a small CamVid-style folder at ``path/to/CamVid`` and a Shapes picture
+``in.png``. ``edu-seg`` is called as ``python -m edu_seg.cli`` (the console script is the same
+entry point). Lines that install or activate something (``pip``, ``source``) and ``make test``
+(this suite) are not run; :func:`test_every_readme_command_is_run_or_deliberately_skipped`
+keeps that list honest.
 """
 import os
 import re
@@ -62,6 +63,8 @@ def fast(argv):
     """The fast-mode version of one ``edu-seg`` command's arguments."""
     if argv[0] == "train":
         return argv + FAST_TRAIN
+    if argv[0] == "pretrain":
+        return argv + [a for a in FAST_TRAIN if a != "--no-progress"]   # it has no bar
     if argv[0] == "zoo" and "--plot" not in argv:
         return argv + ["--steps", "2", "--no-progress"]
     return argv
