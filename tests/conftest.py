@@ -1,6 +1,7 @@
 """Shared test setup: every test starts on the default backend and thread count; ``gpu`` runs
 the CUDA twin (emulated on the CPU, and on a real GPU where there is one)."""
 import importlib
+import shutil
 import sys
 
 import edu_seg  # noqa: F401  (first: sets OPENBLAS_CORETYPE before NumPy loads BLAS)
@@ -58,6 +59,8 @@ def gpu(request):
         yield _Gpu(cupy, "cuda")
         _forget_cuda_twin()
         return
+    if shutil.which("g++") is None:
+        pytest.skip("the CUDA emulation compiles the .cu files with g++, which is not installed")
     from cuda_emulation import cupy_on_cpu
 
     _forget_cuda_twin()
