@@ -22,7 +22,7 @@ output is its own product; only dW adds the chunks, in order).
 """
 import cupy
 
-from ..reference.conv import _out_size
+from ..reference.conv import _out_size, _transposed_out_size
 from ._raw import launch
 
 __all__ = ["im2col", "col2im", "conv2d_forward", "conv2d_backward_input",
@@ -167,8 +167,8 @@ def conv_transpose2d_forward(x, w, b, stride, padding, output_padding, dilation,
     """
     N, _, H, W = x.shape
     _, C_out_per_group, KH, KW = w.shape
-    OH = (H - 1) * stride[0] - 2 * padding[0] + dilation[0] * (KH - 1) + output_padding[0] + 1
-    OW = (W - 1) * stride[1] - 2 * padding[1] + dilation[1] * (KW - 1) + output_padding[1] + 1
+    OH = _transposed_out_size(H, KH, stride[0], padding[0], output_padding[0], dilation[0])
+    OW = _transposed_out_size(W, KW, stride[1], padding[1], output_padding[1], dilation[1])
     y = conv2d_backward_input(x, w, (N, C_out_per_group * groups, OH, OW), stride, padding,
                               dilation, groups)
     if b is not None:

@@ -49,6 +49,11 @@ def _out_size(size, k, s, p, d):
     return (size + 2 * p - d * (k - 1) - 1) // s + 1
 
 
+def _transposed_out_size(size, k, s, p, op, d):
+    """(size − 1)·s − 2p + d(k − 1) + op + 1: a transposed convolution's output along one axis."""
+    return (size - 1) * s - 2 * p + d * (k - 1) + op + 1
+
+
 def im2col(x, kernel_size, stride, padding, dilation):
     """Copy every receptive field of ``x`` into a column.
 
@@ -271,8 +276,8 @@ def conv_transpose2d_forward(x, w, b, stride, padding, output_padding, dilation,
     """
     N, _, H, W = x.shape
     _, C_out_per_group, KH, KW = w.shape
-    OH = (H - 1) * stride[0] - 2 * padding[0] + dilation[0] * (KH - 1) + output_padding[0] + 1
-    OW = (W - 1) * stride[1] - 2 * padding[1] + dilation[1] * (KW - 1) + output_padding[1] + 1
+    OH = _transposed_out_size(H, KH, stride[0], padding[0], output_padding[0], dilation[0])
+    OW = _transposed_out_size(W, KW, stride[1], padding[1], output_padding[1], dilation[1])
     y = conv2d_backward_input(x, w, (N, C_out_per_group * groups, OH, OW), stride, padding,
                               dilation, groups)
     if b is not None:
@@ -339,8 +344,8 @@ def conv_transpose2d_scatter(x, w, b, stride, padding, output_padding, dilation,
     N, C_in, H, W = x.shape
     _, Cog, KH, KW = w.shape
     (sh, sw), (ph, pw), (oph, opw), (dh, dw) = stride, padding, output_padding, dilation
-    OH = (H - 1) * sh - 2 * ph + dh * (KH - 1) + oph + 1
-    OW = (W - 1) * sw - 2 * pw + dw * (KW - 1) + opw + 1
+    OH = _transposed_out_size(H, KH, sh, ph, oph, dh)
+    OW = _transposed_out_size(W, KW, sw, pw, opw, dw)
     Cig = C_in // groups
     y = np.zeros((N, Cog * groups, OH, OW), dtype=x.dtype)
     for n in range(N):
