@@ -1,6 +1,7 @@
 """DFN (Yu et al. 2018): the Channel Attention Block reweights the low-level channels and adds
 the high-level features, the Smooth network is supervised at every stage, and the Border
-network, trained only, learns the semantic boundaries of the labels with the focal loss."""
+network, trained only, learns the semantic boundaries of the labels with the focal loss; the
+``"no_deep_supervision"`` ablation keeps only the prediction's classifier."""
 import numpy as np
 import pytest
 
@@ -197,6 +198,42 @@ def test_no_border_ablation_has_no_border_network_output_or_loss():
     _, terms = model.loss(outputs, _batch())
     assert "border" not in terms
     assert model.num_parameters() < _build().num_parameters()
+
+
+def test_no_deep_supervision_drops_the_stage_heads_but_keeps_the_prediction_and_border():
+    full, plain = _build(), _build("no_deep_supervision")
+    assert list(plain.classifier) == ["stage2"]         # the prediction's classifier stays
+    assert plain.aux_weights == {} and full.aux_weights == {"stage5": 1.0, "stage4": 1.0,
+                                                            "stage3": 1.0}
+    dropped = sum(full.classifier[n].num_parameters() for n in ("stage3", "stage4", "stage5"))
+    assert full.num_parameters() - plain.num_parameters() == dropped
+    stage_heads = ("classifier.stage3.", "classifier.stage4.", "classifier.stage5.")
+    shared = {k: v for k, v in full.state_dict().items() if not k.startswith(stage_heads)}
+    assert list(plain.state_dict()) == list(shared)     # the Border network included
+
+    batch = _batch()
+    outputs = plain.forward_train(batch)
+    assert set(outputs) == {"out", "border"}
+    total, terms = plain.loss(outputs, batch)
+    assert set(terms) == {"ce", "border"}
+    ce = cross_entropy(outputs["out"], batch["mask"]).item()
+    np.testing.assert_allclose(total.item(), ce + 0.1 * terms["border"].item(), rtol=1e-5)
+
+    plain.load_state_dict(shared)                       # same weights -> same test-time scores
+    plain.eval(), full.eval()
+    np.testing.assert_array_equal(record_forward(plain, {}, batch["image"])[0].data,
+                                  record_forward(full, {}, batch["image"])[0].data)
+
+
+def test_without_deep_supervision_and_border_training_gives_the_plain_scores_and_ce():
+    model = _build("no_deep_supervision", border_network=False)
+    batch = _batch()
+    scores = model.forward_train(batch)
+    assert isinstance(scores, Tensor) and scores.shape == (2, 4, 64, 64)
+    total, terms = model.loss(scores, batch)
+    assert set(terms) == {"ce"}
+    np.testing.assert_allclose(total.item(), cross_entropy(scores, batch["mask"]).item(),
+                               rtol=1e-6)
 
 
 def test_paper_preset_and_config_errors():

@@ -1,6 +1,7 @@
 """PSPNet: the dilated backbone at output stride 8, the pyramid pooling module (bins 1, 2, 3,
 6 of average pooling, C/4 channels per level, concatenated with the map), its ablations
-(no pyramid, max pooling) and the auxiliary head that exists only in training, weighted 0.4.
+(no pyramid, max pooling) and the auxiliary head that exists only in training, weighted 0.4
+(and not at all in the ``"no_deep_supervision"`` ablation).
 """
 import numpy as np
 import pytest
@@ -165,6 +166,28 @@ def test_aux_head_reads_layer3_only_in_training_and_weighs_0_4_in_the_loss():
     model.eval()
     _, seen = _run(model, {"aux_head": model.aux_head}, x)
     assert "aux_head" not in seen                      # not even computed at test time
+
+
+def test_no_deep_supervision_is_the_same_network_without_aux_head_trained_on_the_final_ce():
+    full, plain = _build(), _build("no_deep_supervision")
+    assert not hasattr(plain, "aux_head") and plain.aux_weights == {}
+    assert full.aux_weights == {"aux": 0.4}             # the class's weights are untouched
+    assert full.num_parameters() - plain.num_parameters() == full.aux_head.num_parameters()
+    shared = {k: v for k, v in full.state_dict().items() if not k.startswith("aux_head.")}
+    assert list(plain.state_dict()) == list(shared)     # the same network, minus the head
+
+    x = random_images(2)
+    scores, _ = _run(plain, {}, x)                      # training mode
+    assert isinstance(scores, Tensor) and scores.shape == (2, 3, 64, 64)
+    mask = np.random.default_rng(1).integers(0, 3, (2, 64, 64))
+    total, terms = plain.loss(scores, {"mask": mask})
+    assert set(terms) == {"ce"}
+    np.testing.assert_allclose(total.item(), cross_entropy(scores, mask).item(), rtol=1e-6)
+
+    plain.load_state_dict(shared)                       # same weights -> same test-time scores
+    plain.eval(), full.eval()
+    with no_grad():
+        np.testing.assert_array_equal(plain(Tensor(x)).data, full(Tensor(x)).data)
 
 
 # -------------------------------------------------------------------------------- errors

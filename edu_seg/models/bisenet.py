@@ -95,7 +95,10 @@ What the width of the spatial path is worth (the zoo's recipe: 300 steps, Shapes
 Ablations (presets)
     - ``"no_spatial_path"``: the context path alone, up-sampled, into the head;
     - ``"no_attention"``: no attention anywhere: each ARM is its 3x3 conv-BN-ReLU alone and
-      the FFM is concat + conv-BN-ReLU (the sums and the global context stay).
+      the FFM is concat + conv-BN-ReLU (the sums and the global context stay);
+    - ``"no_deep_supervision"``: the same network trained with the final loss only (no
+      ``aux16``, ``aux32``): what the two auxiliary losses add to the accuracy and to the
+      stability of training. The heads exist only in training, so inference costs the same.
 
 >>> import edu_seg.models as models
 >>> model = models.create("bisenet", num_classes=4)
@@ -151,6 +154,9 @@ class BiSeNetConfig:
         Width of the auxiliary heads' 3x3 conv (the authors' code: 256).
     attention : bool
         False removes the ARMs' and the FFM's attention (the ``"no_attention"`` ablation).
+    deep_supervision : bool
+        Train the two auxiliary heads on the context path (the paper); False builds neither
+        and trains on the final loss only (``"no_deep_supervision"``).
     """
 
     num_classes: int
@@ -166,6 +172,7 @@ class BiSeNetConfig:
     head_channels: int = 64
     aux_channels: int = 16
     attention: bool = True
+    deep_supervision: bool = True
 
     def __post_init__(self):
         validate_config(self)          # types first, so the rules below compare valid values
@@ -288,13 +295,15 @@ class BiSeNet(SegmentationModel):
         Absent in ``"no_spatial_path"``.
     head, aux16, aux32 : nn.Sequential
         The classifier heads; ``aux16`` and ``aux32`` read the context path's two sums and
-        are used only in training.
+        are used only in training (both absent in ``"no_deep_supervision"``).
+    aux_weights : dict of str to float
+        ``{"aux16": 1.0, "aux32": 1.0}``; empty without deep supervision.
 
     Shapes
     ------
-    ``x: (N, in_channels, H, W) -> scores: (N, num_classes, H, W)``; in training mode
-    ``{"out": scores, "aux16": (N, K, H/16, W/16), "aux32": (N, K, H/32, W/32)}``. H and W
-    must be multiples of 32.
+    ``x: (N, in_channels, H, W) -> scores: (N, num_classes, H, W)``; in training mode with
+    deep supervision ``{"out": scores, "aux16": (N, K, H/16, W/16), "aux32": (N, K, H/32,
+    W/32)}``. H and W must be multiples of 32.
     """
 
     config_class = BiSeNetConfig
@@ -302,7 +311,8 @@ class BiSeNet(SegmentationModel):
                          "backbone_widths": None, "context_channels": 128,
                          "fusion_channels": 256, "head_channels": 64, "aux_channels": 256},
                "no_spatial_path": {"spatial_path": False},
-               "no_attention": {"attention": False}}
+               "no_attention": {"attention": False},
+               "no_deep_supervision": {"deep_supervision": False}}
     output_stride = 32
     aux_weights = {"aux16": 1.0, "aux32": 1.0}      # the paper's alpha = 1
 
@@ -333,12 +343,16 @@ class BiSeNet(SegmentationModel):
                                      c.ffm_reduction, c.attention)
         self.head = _head(c.fusion_channels if c.spatial_path else ctx, c.head_channels,
                           c.num_classes)
-        self.aux16 = _head(ctx, c.aux_channels, c.num_classes)
-        self.aux32 = _head(ctx, c.aux_channels, c.num_classes)
+        if c.deep_supervision:
+            self.aux16 = _head(ctx, c.aux_channels, c.num_classes)
+            self.aux32 = _head(ctx, c.aux_channels, c.num_classes)
+        else:
+            self.aux_weights = {}          # no extra output: the loss is the final CE alone
 
     def forward(self, x):
         """x: (N, in_channels, H, W) -> scores (N, num_classes, H, W), or in training mode
-        ``{"out": scores, "aux16": (N, K, H/16, W/16), "aux32": (N, K, H/32, W/32)}``."""
+        with deep supervision ``{"out": scores, "aux16": (N, K, H/16, W/16), "aux32": (N, K,
+        H/32, W/32)}``."""
         self.check_input_size(x.shape)
         H, W = x.shape[-2:]
         s = self.spatial_stride
@@ -358,7 +372,7 @@ class BiSeNet(SegmentationModel):
         scores = self.head(fused)                              # (N, K, H/s, W/s)
         out = interpolate(scores, size=(H, W), mode="bilinear",
                           align_corners=False)                 # (N, K, H, W)
-        if not self.training:
+        if not (self.training and self.config.deep_supervision):
             return out
         return {"out": out, "aux16": self.aux16(context16),    # (N, K, H/16, W/16)
                 "aux32": self.aux32(context32)}                # (N, K, H/32, W/32)

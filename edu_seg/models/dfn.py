@@ -47,6 +47,10 @@ Smooth network (top-down, against inconsistency)
     Every stage's output is supervised (deep supervision: a 1x1 classifier and a
     cross-entropy on each, weight 1, as the paper's loss ``sum of the Smooth network's
     softmax losses``), so that every CAB receives features that already mean classes.
+    ``preset="no_deep_supervision"`` trains the same network on the final loss only, to
+    measure what the per-stage losses add: the classifiers of res-5 .. res-3 are not built
+    (res-2's makes the prediction and stays). They run only in training, so inference costs
+    the same.
 
 Border network (bottom-up, against indistinction; training only)
     RRBs on res-2 .. res-5 are merged from the finest stage upwards at 1/4 resolution
@@ -141,6 +145,10 @@ class DFNConfig:
         ``lambda``, the weight of the Border network's focal loss (the paper: 0.1).
     focal_gamma : float
         The focal loss's focusing parameter ``gamma`` (the paper: 2).
+    deep_supervision : bool
+        Classify and score every stage of the Smooth network in training (the paper); False
+        builds only res-2's classifier, the prediction, and trains on the final loss
+        (``"no_deep_supervision"``).
     """
 
     num_classes: int
@@ -153,6 +161,7 @@ class DFNConfig:
     border_network: bool = True
     border_weight: float = dataclasses.field(default=0.1, metadata={"min": 0.0})
     focal_gamma: float = dataclasses.field(default=2.0, metadata={"min": 0.0})
+    deep_supervision: bool = True
 
 
 class RefinementResidualBlock(nn.Module):
@@ -252,7 +261,8 @@ class DFN(SegmentationModel):
         The global average pool of res-5, spread over res-5's map (the first CAB's "high").
     smooth_in, cab, smooth_out, classifier : ModuleDict
         Per stage (``"stage2"`` .. ``"stage5"``): the RRB on the backbone stage, the CAB
-        (the plain sum in ``"no_cab"``), the RRB after it and the 1x1 classifier.
+        (the plain sum in ``"no_cab"``), the RRB after it and the 1x1 classifier (only
+        ``"stage2"``'s, the prediction, in ``"no_deep_supervision"``).
     border_in, border_out, border_classifier
         The Border network (absent with ``border_network=False``): an RRB per stage, an RRB
         after each merge (``"stage3"`` .. ``"stage5"``), the 1x1 conv to one logit.
@@ -261,14 +271,16 @@ class DFN(SegmentationModel):
     ------
     ``x: (N, in_channels, H, W) -> scores: (N, num_classes, H, W)``. In training mode
     ``{"out": scores, "stage5": (N, K, H/32, W/32), "stage4": (N, K, H/16, W/16),
-    "stage3": (N, K, H/8, W/8), "border": (N, 1, H, W)}`` (no ``"border"`` without the
-    Border network). H and W must be multiples of 32.
+    "stage3": (N, K, H/8, W/8), "border": (N, 1, H, W)}`` (no ``"stage*"`` without deep
+    supervision, no ``"border"`` without the Border network, the plain scores without
+    both). H and W must be multiples of 32.
     """
 
     config_class = DFNConfig
     presets = {"paper": {"backbone": "resnet50", "smooth_channels": 512},
                "no_cab": {"channel_attention": False},
-               "no_border": {"border_network": False}}
+               "no_border": {"border_network": False},
+               "no_deep_supervision": {"deep_supervision": False}}
     output_stride = 32
     # Deep supervision: every stage's prediction is a full term of the Smooth network's loss.
     aux_weights = {"stage5": 1.0, "stage4": 1.0, "stage3": 1.0}
@@ -285,7 +297,12 @@ class DFN(SegmentationModel):
         self.cab = nn.ModuleDict({n: ChannelAttentionBlock(C) for n in STAGES}) \
             if c.channel_attention else None
         self.smooth_out = nn.ModuleDict({n: RefinementResidualBlock(C, C) for n in STAGES})
-        self.classifier = nn.ModuleDict({n: nn.Conv2d(C, c.num_classes, 1) for n in STAGES})
+        # res-2's classifier makes the prediction; the others exist for deep supervision.
+        classified = STAGES if c.deep_supervision else ("stage2",)
+        self.classifier = nn.ModuleDict({n: nn.Conv2d(C, c.num_classes, 1)
+                                         for n in classified})
+        if not c.deep_supervision:
+            self.aux_weights = {}          # no stage outputs to weigh
         if c.border_network:
             self.border_in = nn.ModuleDict({n: RefinementResidualBlock(channels[s], B)
                                             for n, s in STAGES.items()})
@@ -300,22 +317,22 @@ class DFN(SegmentationModel):
         features = self.backbone.features(x)               # {stride: (N, C_s, H/s, W/s)}
         high = self.global_pool(features[32])              # (N, C, H/32, W/32), constant
         outputs = {}
+        supervised = self.training and self.config.deep_supervision
         for name in ("stage5", "stage4", "stage3", "stage2"):   # top-down
             low = self.smooth_in[name](features[STAGES[name]])  # (N, C, H/s, W/s)
             high = interpolate(high, size=low.shape[-2:], mode="bilinear",
                                align_corners=False)        # (N, C, H/s, W/s): x2 (or x1)
             fused = self.cab[name](low, high) if self.cab is not None else low + high
             high = self.smooth_out[name](fused)            # (N, C, H/s, W/s)
-            if self.training or name == "stage2":          # deep supervision: training only
+            if supervised or name == "stage2":             # deep supervision: training only
                 outputs[name] = self.classifier[name](high)  # (N, K, H/s, W/s)
         out = interpolate(outputs.pop("stage2"), size=x.shape[-2:], mode="bilinear",
                           align_corners=False)             # (N, K, H, W): x4
         if not self.training:
             return out
-        outputs = {"out": out, **outputs}
         if self.config.border_network:
             outputs["border"] = self._border(features, x.shape[-2:])   # (N, 1, H, W)
-        return outputs
+        return {"out": out, **outputs} if outputs else out   # no extra output: the scores
 
     def _border(self, features, size):
         """The Border network: bottom-up merge of res-2 .. res-5 at 1/4, one logit per pixel."""
@@ -337,7 +354,8 @@ class DFN(SegmentationModel):
         -------
         total : Tensor, shape ()
         terms : dict
-            ``{"ce", "stage5", "stage4", "stage3", "border"}`` (unweighted).
+            ``{"ce", "stage5", "stage4", "stage3", "border"}`` (unweighted), less the terms
+            of the outputs the model does not have.
         """
         if not isinstance(outputs, dict) or "border" not in outputs:
             return super().loss(outputs, batch, ignore_index)

@@ -47,10 +47,13 @@ What it changes
     - the auxiliary scores are returned at 1/8 resolution; the default loss resizes them
       bilinearly to the mask, which is what the authors' up-sampling before the loss does.
 
-Ablations (presets; the paper's Table 1 compares the same choices)
+Ablations (presets; the paper's Table 1 compares the first two choices)
     - ``"no_pyramid"``: no pyramid pooling, the backbone map goes straight to the 3x3 conv
       (the paper's dilated-ResNet baseline);
-    - ``"max_pool"``: adaptive MAX pooling in the bins instead of average.
+    - ``"max_pool"``: adaptive MAX pooling in the bins instead of average;
+    - ``"no_deep_supervision"``: the same network trained with the final loss only (no
+      auxiliary head): what the 0.4 auxiliary loss adds to the accuracy and to the stability
+      of training. The head exists only in training, so inference costs the same.
 
 >>> import edu_seg.models as models
 >>> model = models.create("pspnet", num_classes=4)
@@ -97,6 +100,9 @@ class PSPNetConfig:
         Channels of the auxiliary head's 3x3 conv (the authors' code: 256).
     dropout : float
         Channel dropout before both classifiers (the paper: 0.1).
+    deep_supervision : bool
+        Train the auxiliary head on layer3 beside the main head (the paper); False builds no
+        auxiliary head and trains on the final loss only (``"no_deep_supervision"``).
     """
 
     num_classes: int
@@ -109,6 +115,7 @@ class PSPNetConfig:
     head_width: int = 64
     aux_width: int = 32
     dropout: float = dataclasses.field(default=0.1, metadata={"min": 0.0, "max": 1.0})
+    deep_supervision: bool = True
 
     def __post_init__(self):
         if not self.bins:
@@ -140,19 +147,24 @@ class PSPNet(SegmentationModel):
     pyramid : PyramidPooling or nn.Identity
         The identity in the ``"no_pyramid"`` ablation.
     head, aux_head : nn.Sequential
-        :func:`segmentation_head` on the pyramid's output and on the stage before last.
+        :func:`segmentation_head` on the pyramid's output and on the stage before last
+        (``aux_head`` absent in ``"no_deep_supervision"``).
+    aux_weights : dict of str to float
+        ``{"aux": 0.4}``; empty without deep supervision.
 
     Shapes
     ------
-    ``x: (N, in_channels, H, W) -> scores: (N, num_classes, H, W)``; in training mode
-    ``{"out": scores, "aux": (N, num_classes, H/8, W/8)}``. H and W must be multiples of 8.
+    ``x: (N, in_channels, H, W) -> scores: (N, num_classes, H, W)``; in training mode with
+    deep supervision ``{"out": scores, "aux": (N, num_classes, H/8, W/8)}``. H and W must be
+    multiples of 8.
     """
 
     config_class = PSPNetConfig
     presets = {"paper": {"backbone": "resnet50", "backbone_widths": None, "bins": (1, 2, 3, 6),
                          "head_width": 512, "aux_width": 256, "dropout": 0.1},
                "no_pyramid": {"pyramid": False},
-               "max_pool": {"pool": "max"}}
+               "max_pool": {"pool": "max"},
+               "no_deep_supervision": {"deep_supervision": False}}
     output_stride = 8
     aux_weights = {"aux": 0.4}
 
@@ -169,17 +181,21 @@ class PSPNet(SegmentationModel):
         else:
             self.pyramid = nn.Identity()
         self.head = segmentation_head(channels, c.head_width, c.num_classes, c.dropout)
-        self.aux_head = segmentation_head(aux_channels, c.aux_width, c.num_classes, c.dropout)
+        if c.deep_supervision:
+            self.aux_head = segmentation_head(aux_channels, c.aux_width, c.num_classes,
+                                              c.dropout)
+        else:
+            self.aux_weights = {}          # no extra output: the loss is the final CE alone
 
     def forward(self, x):
         """x: (N, in_channels, H, W) -> scores (N, num_classes, H, W), or in training mode
-        ``{"out": scores, "aux": (N, num_classes, H/8, W/8)}``."""
+        with deep supervision ``{"out": scores, "aux": (N, num_classes, H/8, W/8)}``."""
         self.check_input_size(x.shape)
         stages = self.backbone.stage_features(x)         # [..., layer3, layer4], both H/8
         h = self.pyramid(stages[-1])                     # (N, 2C, H/8, W/8); no_pyramid: C
         scores = self.head(h)                            # (N, K, H/8, W/8)
         out = interpolate(scores, scale_factor=8, mode="bilinear",
                           align_corners=False)           # (N, K, H, W)
-        if not self.training:
+        if not (self.training and self.config.deep_supervision):
             return out
         return {"out": out, "aux": self.aux_head(stages[-2])}  # aux: (N, K, H/8, W/8)
