@@ -14,14 +14,17 @@ import pytest
 
 from edu_seg import nn
 from edu_seg.autograd import Tensor, no_grad
-from edu_seg.models.backbones import (Backbone, SequentialBackbone, StrideSchedule,
-                                      TorchvisionWeightsError, available_backbones,
+from edu_seg.models.backbones import (VGG, Backbone, DenseNet, MobileNetV2, ResNet,
+                                      SequentialBackbone, StrideSchedule,
+                                      TorchvisionWeightsError, Xception, available_backbones,
                                       backbone_presets, create_backbone,
                                       load_torchvision_state_dict)
 
 FULL = ["vgg16", "vgg16_bn", "resnet18", "resnet50", "mobilenet_v2", "densenet121"]
 TINY = ["vgg_tiny", "vgg_bn_tiny", "resnet_tiny", "resnet_bottleneck_tiny", "densenet_tiny",
         "mobilenet_v2_tiny", "xception_tiny"]
+# the set matched at ~200K parameters, one per family
+SMALL = ["vgg_bn_small", "resnet_small", "densenet_small", "mobilenet_v2_small", "xception_small"]
 DILATABLE = ["resnet_tiny", "resnet_bottleneck_tiny", "mobilenet_v2_tiny", "xception_tiny"]
 # the torchvision state-dict tables and their reader (tests/data/torchvision/make_tables.py)
 sys.path.insert(0, str(pathlib.Path(__file__).parent / "data" / "torchvision"))
@@ -64,7 +67,7 @@ def convs(model):
 
 # ------------------------------------------------------------------------------- registry
 def test_registry_has_every_name():
-    assert available_backbones() == sorted(FULL + TINY)
+    assert available_backbones() == sorted(FULL + TINY + SMALL)
     assert backbone_presets("resnet18")["layers"] == (2, 2, 2, 2)
 
 
@@ -98,6 +101,18 @@ def test_tiny_features_have_the_declared_strides_and_channels(name):
     assert isinstance(model, Backbone) and model.name == name
     check_features(model, rand(2, 3, 64, 64))
     assert model.num_parameters() < 250_000
+
+
+@pytest.mark.parametrize("name", SMALL)
+def test_small_presets_have_200k_parameters_and_the_declared_strides(name):
+    model = build(name)
+    assert 190_000 <= model.num_parameters() <= 210_000                # 200K +- 5%
+    check_features(model, rand(1, 3, 64, 64))
+
+
+def test_small_presets_are_one_per_family():
+    assert [type(build(name)) for name in SMALL] == [VGG, ResNet, DenseNet, MobileNetV2,
+                                                     Xception]
 
 
 @pytest.mark.parametrize("name", FULL)
@@ -211,7 +226,7 @@ def test_dilated_network_computes_the_strided_one_at_more_positions(name):
         assert_close(got[..., ::step, ::step], expected)
 
 
-@pytest.mark.parametrize("name", ["mobilenet_v2_tiny", "xception_tiny"])
+@pytest.mark.parametrize("name", ["mobilenet_v2_tiny", "xception_tiny", "densenet_tiny"])
 def test_output_stride_of_the_other_dilatable_families(name):
     model = build(name, output_stride=8)
     assert model.stage_strides == [2, 4, 8, 8, 8]
@@ -219,6 +234,58 @@ def test_output_stride_of_the_other_dilatable_families(name):
     assert {s: f.shape[-2:] for s, f in features.items()} == {2: (32, 32), 4: (16, 16),
                                                               8: (8, 8)}
     assert model.channels[8] == model.stage_channels[-1]        # the deepest stage wins
+
+
+@pytest.mark.parametrize("output_stride, strides, dilations, strided_pools", [
+    (16, [2, 4, 8, 16, 16], [1, 1, 1, 2], [True, True, False]),
+    (8, [2, 4, 8, 8, 8], [1, 1, 2, 4], [True, False, False])])
+def test_densenet_output_stride_turns_transition_pools_into_identities_and_dilates_after(
+        output_stride, strides, dilations, strided_pools):
+    """DenseNet has no strided conv to dilate: the transitions' 2x2 avg-pools lose their
+    stride (an identity, as VGG's max-pools), so it cannot compute the stride-32 network at
+    more positions; what it keeps is the rule of where the dilation goes, and the weights."""
+    model = build("densenet_tiny", output_stride=output_stride)
+    assert model.stage_strides == strides and model.output_stride == output_stride
+    pools = [getattr(model.layers, f"transition{i}").pool for i in (1, 2, 3)]
+    assert [isinstance(p, nn.AvgPool2d) for p in pools] == strided_pools
+    assert [isinstance(p, nn.Identity) for p in pools] == [not s for s in strided_pools]
+    # every dense layer's 3x3 conv reads the grid of its block: dilated by the strides that
+    # the pools BEFORE the block gave up (the pool itself has no taps to dilate)
+    for i, d in enumerate(dilations):
+        block = getattr(model.layers, f"denseblock{i + 1}")
+        got = [(layer.conv2.dilation, layer.conv2.padding) for layer in block.children()]
+        assert got == [((d, d), (d, d))] * len(got), i + 1
+    features = eval_features(model, rand(2, 3, 64, 64))
+    assert list(features) == sorted(set(strides))
+    assert {s: f.shape for s, f in features.items()} == \
+        {s: (2, model.channels[s], 64 // s, 64 // s) for s in features}
+    # the same parameters as the stride-32 network, under the same keys: its weights load
+    plain = build("densenet_tiny", seed=1)
+    assert plain.stage_strides == [2, 4, 8, 16, 32]
+    assert all(isinstance(getattr(plain.layers, f"transition{i}").pool, nn.AvgPool2d)
+               for i in (1, 2, 3))
+    assert [(k, v.shape) for k, v in model.state_dict().items()] == \
+        [(k, v.shape) for k, v in plain.state_dict().items()]
+    load_torchvision_state_dict(model, plain.state_dict())
+    np.testing.assert_array_equal(model.layers.denseblock4.denselayer1.conv2.weight.data,
+                                  plain.layers.denseblock4.denselayer1.conv2.weight.data)
+
+
+def test_dilated_densenet_backward_reaches_every_parameter():
+    model = build("densenet_tiny", output_stride=8)
+    feats = model.stage_features(Tensor(rand(2, 3, 64, 64)))
+    assert feats[-1].shape == (2, model.stage_channels[-1], 8, 8)
+    (feats[-1] * feats[-1]).mean().backward()
+    assert all(p.grad is not None for p in model.parameters())
+    dilated = model.layers.denseblock4.denselayer1.conv2           # dilation 4
+    assert np.abs(dilated.weight.grad).sum() > 0
+    assert np.abs(model.layers.conv0.weight.grad).sum() > 0
+
+
+def test_dilated_densenet121_keeps_torchvisions_state_dict():
+    model = build("densenet121", output_stride=8)
+    assert model.stage_strides == [2, 4, 8, 8, 8]
+    assert_state_dict_is_torchvisions(model, "densenet121")          # ImageNet weights load
 
 
 # ----------------------------------------------------------------------- tiny: train them

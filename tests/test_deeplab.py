@@ -191,3 +191,51 @@ def test_deeplabv3plus_other_strides_and_backbones_still_decode_at_stride_4(conf
         out = model(Tensor(random_images(1)))
     assert out.shape == (1, 3, 64, 64) and seen["concat"].shape[-2:] == (16, 16)
     assert model.aspp.atrous_rates == ((1, 2, 3) if model.output_stride == 16 else (2, 4, 6))
+
+
+# ------------------------------------------------------------ DeepLabV3+ on every family
+def _forward_backward(model, x):
+    """Train-mode forward and backward; returns the inputs that ASPP and the decoder's 1x1
+    reduction read, and the backbone's own features of x."""
+    seen = {}
+    hooks = [_record(model.aspp, seen, "aspp_in", what="input"),
+             _record(model.reduce, seen, "reduce_in", what="input")]
+    out = model(x)
+    for h in hooks:
+        h.remove()
+    assert out.shape == (2, 3, 64, 64)
+    (out * out).mean().backward()
+    assert all(p.grad is not None for p in model.parameters())
+    first = next(m for m in model.backbone.modules() if isinstance(m, nn.Conv2d))
+    assert np.abs(first.weight.grad).sum() > 0                  # reaches the first conv
+    with no_grad():                      # train-mode BN: the same batch, the same features
+        features = {s: f.data for s, f in model.backbone.features(x).items()}
+    return seen, features
+
+
+@pytest.mark.parametrize("backbone", ["vgg_bn_small", "resnet_small", "densenet_small",
+                                      "mobilenet_v2_small", "xception_small", "densenet_tiny"])
+def test_deeplabv3plus_runs_on_every_backbone_family_at_output_stride_8(backbone):
+    model = _build("deeplabv3plus", backbone=backbone)
+    assert model.backbone.name == backbone and model.backbone.stage_strides == [2, 4, 8, 8, 8]
+    seen, features = _forward_backward(model, Tensor(random_images(2)))
+    channels = model.backbone.channels
+    assert seen["aspp_in"].shape == (2, channels[8], 8, 8)
+    np.testing.assert_array_equal(seen["aspp_in"], features[8])
+    assert seen["reduce_in"].shape == (2, channels[4], 16, 16)
+    np.testing.assert_array_equal(seen["reduce_in"], features[4])   # the stride-4 stage
+
+
+def test_deeplabv3plus_at_output_stride_32_keeps_every_stride_and_rates_of_at_least_1():
+    """The "work at low resolution" setting: ASPP on the 2x2 map of a 64x64 image. The rates
+    (1, 2, 3), halved, would be (0, 1, 1); they are clamped to 1 (rates_at)."""
+    model = _build("deeplabv3plus", backbone="resnet_tiny", output_stride=32)
+    assert model.backbone.stage_strides == [2, 4, 8, 16, 32]
+    assert model.aspp.atrous_rates == (1, 1, 1)
+    assert [b[0].conv.dilation for b in model.aspp.convs[1:4]] == [(1, 1)] * 3
+    seen, features = _forward_backward(model, Tensor(random_images(2)))
+    assert seen["aspp_in"].shape == (2, 64, 2, 2)
+    np.testing.assert_array_equal(seen["reduce_in"], features[4])
+    assert seen["reduce_in"].shape == (2, 8, 16, 16)
+    assert models.create("deeplabv3plus", num_classes=3, output_stride=16).aspp.atrous_rates \
+        == (1, 2, 3)                                          # 16 and 8 are unchanged

@@ -110,12 +110,22 @@ class DeepLabV3Config:
 
 
 def rates_at(atrous_rates, output_stride):
-    """ASPP rates given at output stride 16, on a map of ``output_stride``: doubled at 8.
+    """ASPP rates given at output stride 16, on a map of ``output_stride``: doubled at 8,
+    halved at 32.
+
+    A rate is in pixels of the map it reads, so the same image area needs twice the rate on a
+    map of half the stride. Halving at 32 rounds down and never goes below 1 (a rate-0 3x3
+    conv does not exist): DeepLabV3+ at output stride 32 turns the small version's (1, 2, 3)
+    into (1, 1, 1), which on the 2x2 map of a 64x64 image loses nothing, since a rate-1 3x3
+    conv already reads the whole map and a larger rate would read only its centre tap. Rates
+    are ints >= 1 (the configs check it), so the floor of 1 changes nothing at 16 and 8.
 
     >>> rates_at((6, 12, 18), 8)
     (12, 24, 36)
+    >>> rates_at((1, 2, 3), 32)
+    (1, 1, 1)
     """
-    return tuple(r * 16 // output_stride for r in atrous_rates)
+    return tuple(max(1, r * 16 // output_stride) for r in atrous_rates)
 
 
 @register("deeplabv3")

@@ -42,7 +42,11 @@ What it changes
       Xception, pretrained). The 8-channel ``resnet_tiny`` of :mod:`~edu_seg.models.deeplabv3`
       caps this model at 0.51 mIoU (0.54 at output stride 8) on Shapes ``default``: with 8
       channels at stride 4 and 64 at the end there is too little for the decoder to combine.
-      ``preset="xception"`` uses ``xception_tiny``, the paper's design at toy widths;
+      ``preset="xception"`` uses ``xception_tiny``, the paper's design at toy widths. Every
+      backbone family runs under the same decoder: the tiny and the ``*_small`` presets of
+      VGG (with batch norm), ResNet, DenseNet, MobileNetV2 and Xception (the small ones
+      matched at about 200K parameters, :mod:`edu_seg.models.backbones`), all of which
+      dilate to output stride 8 or 16 and have a stride-4 stage for the decoder;
     - widths scaled to the toy network: ASPP and decoder of 64 channels (the paper: 256),
       low-level features reduced to 12 channels (the paper: 48, i.e. 48/256 = 3/16 of ASPP's
       width; 12/64 is the same 3/16: resnet18's layer1 has as many channels as ASPP, 64, and
@@ -50,6 +54,12 @@ What it changes
     - ASPP rates (1, 2, 3) at output stride 16 (doubled at 8: 2, 4, 6) instead of (6, 12,
       18): at a 64x64 input the stride-16 map is 4x4 and a rate-6 tap lies outside it
       everywhere (see :mod:`edu_seg.models.deeplabv3` for the arithmetic);
+    - output stride 32 is allowed too (the paper stops at 16), to measure what running ASPP
+      at 1/32, on a 2x2 map of a 64x64 image, costs: the backbone keeps all its strides,
+      ASPP's rates are halved and never below 1 (:func:`~edu_seg.models.deeplabv3.rates_at`:
+      (1, 2, 3) become (1, 1, 1); on a 2x2 map a rate-1 3x3 conv already reads every pixel
+      and any larger rate reads only its centre), and the decoder up-samples ASPP's output
+      x8 to the stride-4 map;
     - dropout 0.1 after ASPP (the authors' TensorFlow code), no dropout in the decoder.
 
 ``preset="no_decoder"`` drops the decoder (classifier on ASPP, bilinear up by the output
@@ -85,11 +95,16 @@ class DeepLabV3PlusConfig:
     in_channels : int
     backbone : str
         A backbone of :func:`edu_seg.models.create_backbone` that takes an output stride and
-        has a stride-4 stage.
-    output_stride : {16, 8}
-        Stride of the map ASPP reads.
+        has a stride-4 stage: the tiny and small (``*_small``, matched at ~200K parameters)
+        presets of every family (VGG with batch norm, ResNet, DenseNet, MobileNetV2,
+        Xception), and
+        ``resnet18``, ``resnet50`` and ``mobilenet_v2`` at full size.
+    output_stride : {8, 16, 32}
+        Stride of the map ASPP reads. 32 dilates nothing (the heavy part works at 1/32,
+        for studying low-resolution processing; the paper uses 16 and 8).
     atrous_rates : tuple of int
-        ASPP's rates at output stride 16 (the paper: 6, 12, 18), doubled at 8.
+        ASPP's rates at output stride 16 (the paper: 6, 12, 18), doubled at 8 and halved at
+        32, rounded down but never below 1 (:func:`~edu_seg.models.deeplabv3.rates_at`).
     aspp_channels : int
         Channels of ASPP's branches and output (the paper: 256).
     image_pooling : bool
@@ -109,10 +124,11 @@ class DeepLabV3PlusConfig:
 
     num_classes: int
     in_channels: int = 3
-    backbone: Literal["resnet_tiny", "resnet_bottleneck_tiny", "resnet18", "resnet50",
-                      "xception_tiny", "mobilenet_v2_tiny", "mobilenet_v2",
-                      "vgg_bn_tiny"] = "resnet18"
-    output_stride: Literal[8, 16] = 8
+    backbone: Literal["resnet_tiny", "resnet_bottleneck_tiny", "resnet_small", "resnet18",
+                      "resnet50", "xception_tiny", "xception_small", "mobilenet_v2_tiny",
+                      "mobilenet_v2_small", "mobilenet_v2", "vgg_bn_tiny", "vgg_bn_small",
+                      "densenet_tiny", "densenet_small"] = "resnet18"
+    output_stride: Literal[8, 16, 32] = 8
     atrous_rates: tuple[int, ...] = (1, 2, 3)
     aspp_channels: int = 64
     image_pooling: bool = True

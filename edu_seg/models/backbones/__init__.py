@@ -38,15 +38,25 @@ Dilation instead of stride (the "atrous" trick)
     its input; only its outputs were 2 apart), so only the layers AFTER it read a grid that
     used to be coarser. torchvision's ``replace_stride_with_dilation`` follows this rule (its
     first block of a dilated stage gets the previous dilation); :class:`StrideSchedule`
-    applies it for every backbone here. ResNet, MobileNetV2, Xception and VGG take an
-    ``output_stride`` of 8, 16 or 32 (a VGG pool that loses its stride becomes an identity,
-    as in DeepLab-LargeFOV); DenseNet always has 32.
+    applies it for every backbone here. Every family takes an ``output_stride`` of 8, 16 or
+    32 (ResNet also 4). A VGG max-pool that loses its stride becomes an identity, as in
+    DeepLab-LargeFOV, and so does a DenseNet transition's avg-pool; only where strided
+    CONVOLUTIONS lose their stride (ResNet, MobileNetV2, Xception) is the dilated network
+    exactly the strided one at more positions, since a removed pool no longer takes the max
+    or the mean of its window.
 
 Sizes
     Full-size presets reproduce torchvision's models layer for layer (same ``state_dict`` keys
     and shapes, so :func:`load_torchvision_state_dict` loads ImageNet weights into them);
     tiny presets (``*_tiny``) have a few thousand to a few hundred thousand parameters and
-    train on a CPU in minutes. Width and depth are config fields of every family.
+    train on a CPU in minutes. The small presets ``vgg_bn_small``, ``resnet_small``,
+    ``densenet_small``, ``mobilenet_v2_small`` and ``xception_small`` are the set matched at
+    about 200K parameters (within 5%), one per family, for comparing the families at equal
+    size: each is its family's tiny preset widened, and deepened where the family grows that
+    way (``vgg_bn_tiny``, already at 209K, is reshaped into VGG-16's layout instead); their
+    FLOPs are not matched (on a 64x64 image at output stride 32, from 9 MFLOPs for
+    ``resnet_small`` to 40 for ``vgg_bn_small``): what each family spends its parameters on
+    is part of the comparison. Width and depth are config fields of every family.
 
 >>> available_backbones()                                            # doctest: +SKIP
 ['densenet121', 'densenet_tiny', 'mobilenet_v2', ..., 'xception_tiny']
@@ -258,7 +268,9 @@ def create_backbone(name, **overrides):
         One of :func:`available_backbones`: full size ``vgg16``, ``vgg16_bn``, ``resnet18``,
         ``resnet50``, ``mobilenet_v2``, ``densenet121`` (torchvision's layers and names);
         tiny ``vgg_tiny``, ``vgg_bn_tiny``, ``resnet_tiny``, ``resnet_bottleneck_tiny``,
-        ``densenet_tiny``, ``mobilenet_v2_tiny``, ``xception_tiny``.
+        ``densenet_tiny``, ``mobilenet_v2_tiny``, ``xception_tiny``; small, the set matched
+        at ~200K parameters: ``vgg_bn_small``, ``resnet_small``, ``densenet_small``,
+        ``mobilenet_v2_small``, ``xception_small``.
     **overrides
         Fields of the family's config, e.g. ``in_channels=1``, ``output_stride=16``,
         ``num_classes=None`` (drop a full-size model's classifier).

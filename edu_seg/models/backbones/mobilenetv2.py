@@ -30,7 +30,10 @@ multiples of 8, the initialisation); ``features(x)[32]`` equals ``model.features
 ``output_stride`` 16 or 8 replaces the last strides by dilated depthwise convs (DeepLabV3+
 uses MobileNetV2 this way, Chen et al. 2018), and the shortcut rule reads the NOMINAL stride,
 so dilation never adds a shortcut the undilated network lacks. The tiny preset: expansion 4,
-widths 8 to 64, one or two blocks per setting, a 128-channel last conv.
+widths 8 to 64, one or two blocks per setting, a 128-channel last conv. ``mobilenet_v2_small``
+(one of the set matched at about 200K parameters for comparing families) is the tiny one at
+``width_mult=1.7``, MobileNetV2's own knob for its size: widths 16 to 112 and a 216-channel
+last conv after rounding to multiples of 8.
 """
 import dataclasses
 from typing import Literal, Optional
@@ -195,6 +198,9 @@ class MobileNetV2(SequentialBackbone):
 
 
 register_backbone("mobilenet_v2_tiny", MobileNetV2)
+# One of the set matched at ~200K parameters (one per family) for comparing the families at
+# equal size; their FLOPs are NOT matched and differ, which is part of what the comparison shows.
+register_backbone("mobilenet_v2_small", MobileNetV2, width_mult=1.7)
 register_backbone("mobilenet_v2", MobileNetV2, inverted_residual_setting=(
     (1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
     (6, 320, 1, 1)), first_width=32, last_width=1280, num_classes=1000)

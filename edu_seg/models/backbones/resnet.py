@@ -36,7 +36,9 @@ dilation in its 3x3 conv (the conv that had the stride still reads the fine grid
   (1, 2, 4); the grid of rates replaces the first-block rule in that stage, as in the paper.
 
 The tiny presets keep the design (stem, max-pool, four stages, shortcuts) with widths
-8-16-32-64 and one block per stage.
+8-16-32-64 and one block per stage. ``resnet_small`` (one of the set matched at about 200K
+parameters for comparing families) is ``resnet_tiny`` widened 13/8 times, 13-26-52-104: the
+width at which one basic block per stage reaches 200K parameters.
 """
 import dataclasses
 from typing import Literal, Optional
@@ -294,6 +296,9 @@ class ResNet(Backbone):
 
 register_backbone("resnet_tiny", ResNet)
 register_backbone("resnet_bottleneck_tiny", ResNet, block="bottleneck", widths=(4, 8, 16, 16))
+# One of the set matched at ~200K parameters (one per family) for comparing the families at
+# equal size; their FLOPs are NOT matched and differ, which is part of what the comparison shows.
+register_backbone("resnet_small", ResNet, widths=(13, 26, 52, 104), stem_width=13)
 register_backbone("resnet18", ResNet, block="basic", layers=(2, 2, 2, 2),
                   widths=(64, 128, 256, 512), stem_width=64, num_classes=1000)
 register_backbone("resnet50", ResNet, block="bottleneck", layers=(3, 4, 6, 3),

@@ -20,7 +20,10 @@ The full-size presets reproduce torchvision's ``vgg16()`` and ``vgg16_bn()``: th
 ``features`` Sequential (same indices, so ``features.0.weight`` ... ``features.40.bias``),
 ``avgpool`` and ``classifier``, the same initialisation, and ``features(x)[32]`` equals
 torchvision's ``model.features(x)``. The tiny presets keep five stages of 3x3 convs with
-widths 16-32-64-64-64 and one or two convs per stage.
+widths 16-32-64-64-64 and one or two convs per stage. ``vgg_bn_small`` (one of the set
+matched at about 200K parameters for comparing families) has VGG-16's 13 convs (2, 2, 3, 3,
+3) at an eighth of its widths, 8-16-32-64-64, with the last two stages trimmed to 60 to stay
+at 200K (64 would give 232K).
 
 Output stride 8 or 16 (``output_stride=8``: DeepLab v1/v2's and Yu & Koltun's front-end)
     The last one or two max-pools lose their stride and every conv after them is dilated by
@@ -135,6 +138,9 @@ class VGG(SequentialBackbone):
 
 register_backbone("vgg_bn_tiny", VGG)
 register_backbone("vgg_tiny", VGG, batch_norm=False)
+# One of the set matched at ~200K parameters (one per family) for comparing the families at
+# equal size; their FLOPs are NOT matched and differ, which is part of what the comparison shows.
+register_backbone("vgg_bn_small", VGG, widths=(8, 16, 32, 60, 60), depths=(2, 2, 3, 3, 3))
 register_backbone("vgg16_bn", VGG, widths=(64, 128, 256, 512, 512), depths=(2, 2, 3, 3, 3),
                   batch_norm=True, num_classes=1000)
 register_backbone("vgg16", VGG, widths=(64, 128, 256, 512, 512), depths=(2, 2, 3, 3, 3),

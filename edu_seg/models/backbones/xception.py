@@ -32,7 +32,9 @@ What it changes
     - widths 8-16 / 16-32-64 / 64 instead of 32-64 / 128-256-728 / 1024-1536-2048, one
       middle block instead of 8 (16 in aligned Xception), one SepConv after the exit block
       instead of two; all are config fields. There is no torchvision Xception, hence no
-      full-size preset.
+      full-size preset. ``xception_small`` (one of the set matched at about 200K parameters
+      for comparing families) widens every width 1.5 times (12-24 / 24-48-96 / 96-96) and
+      deepens the middle flow, where Xception keeps its depth, to 4 blocks.
 """
 import dataclasses
 from typing import Literal
@@ -188,3 +190,7 @@ class Xception(Backbone):
 
 
 register_backbone("xception_tiny", Xception)
+# One of the set matched at ~200K parameters (one per family) for comparing the families at
+# equal size; their FLOPs are NOT matched and differ, which is part of what the comparison shows.
+register_backbone("xception_small", Xception, stem_widths=(12, 24), entry_widths=(24, 48, 96),
+                  middle_blocks=4, exit_widths=(96, 96))
