@@ -13,6 +13,8 @@
     edu-seg zoo --models unet fcn8s --variants default scale --steps 300 --out zoo
                                        every model, one recipe: zoo/RESULTS.md, results.csv
     edu-seg zoo --plot                 speed (ms per image) against mIoU: zoo/speed_accuracy.png
+    edu-seg key-points --studies backbones supervision resolution pretraining --out zoo
+                                       the course's key points measured: zoo/KEY_POINTS.md
     edu-seg compare DIR DIR ...        final metrics of runs side by side, compare.png
     edu-seg info                       what edu_seg runs on (backend, threads, BLAS, GPU)
 
@@ -404,6 +406,26 @@ def cmd_demo(args):
     return 0
 
 
+def cmd_key_points(args):
+    from .bench.key_points import STUDIES, run_key_points
+
+    _setup(args)
+    studies = args.studies or list(STUDIES)
+    unknown = [s for s in studies if s not in STUDIES]
+    if unknown:
+        raise ValueError(f"key-points: --studies got unknown {', '.join(map(repr, unknown))}; "
+                         f"choose from {', '.join(STUDIES)}")
+    try:
+        run_key_points(studies, args.steps, args.out, quick=args.quick,
+                       pretrain_dir=args.pretrain_dir, pretrain_steps=args.pretrain_steps)
+    except KeyboardInterrupt:
+        raise Interrupted(f"edu-seg key-points: interrupted; the rows finished so far are in "
+                          f"{Path(args.out) / 'key_points.csv'} (a rerun merges its rows into "
+                          f"it)") from None
+    print(f"wrote {Path(args.out) / 'KEY_POINTS.md'} and {Path(args.out) / 'key_points.csv'}")
+    return 0
+
+
 def cmd_zoo(args):
     from .bench.zoo import ALL_VARIANTS, QUICK_MODELS, QUICK_VARIANTS, run_zoo
     from .bench.zoo_instances import INSTANCE_MODELS
@@ -714,6 +736,22 @@ def build_parser():
                    "speed_accuracy.png (ms per image against mIoU) in --out")
     add_runtime(p)
     p.set_defaults(func=cmd_zoo)
+
+    p = sub.add_parser("key-points", help="measure the course's key points with the zoo's "
+                       "recipe: backbone families, deep supervision, low resolution first, "
+                       "pretraining; write KEY_POINTS.md and key_points.csv")
+    p.add_argument("--studies", nargs="+", metavar="STUDY", help="backbones, supervision, "
+                   "resolution, pretraining (default: all four, about 45 minutes on 2 cores)")
+    p.add_argument("--steps", type=int, default=300, help="optimiser steps per row")
+    p.add_argument("--quick", action="store_true", help="only the first two rows of each study")
+    p.add_argument("--pretrain-dir", default="runs/pretrain", help="where the pretraining "
+                   "study keeps its pretrained backbones (NAME.npz, reused when present)")
+    p.add_argument("--pretrain-steps", type=int, default=3000, help="steps of each backbone's "
+                   "pretraining")
+    p.add_argument("--out", default="zoo", help="folder of KEY_POINTS.md, key_points.csv and "
+                   "the plots; rows merge into an existing key_points.csv")
+    add_runtime(p)
+    p.set_defaults(func=cmd_key_points)
 
     p = sub.add_parser("compare", help="final metrics and curves of several training runs")
     p.add_argument("runs", nargs="+", metavar="RUN", help="folders written by `edu-seg train "

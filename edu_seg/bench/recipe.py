@@ -32,23 +32,25 @@ def split_preset(label):
     return name, preset or None
 
 
-def build_zoo_model(label, num_classes):
-    """The model of a zoo row: ``MODEL`` at its registry default, or ``MODEL:PRESET``."""
+def build_zoo_model(label, num_classes, overrides=None):
+    """The model of a zoo row: ``MODEL`` at its registry default, or ``MODEL:PRESET``;
+    ``overrides`` (a dict of config fields, e.g. ``{"backbone": "vgg_bn_small"}``) on top."""
     name, preset = split_preset(label)
-    return models.create(name, preset=preset, num_classes=num_classes)
+    return models.create(name, preset=preset, num_classes=num_classes, **(overrides or {}))
 
 
-def setup_row(recipe, label, variant, steps):
+def setup_row(recipe, label, variant, steps, overrides=None):
     """What one row trains: ``(train, val, model, config)`` under ``recipe`` (a dict like
     :data:`RECIPE`): the Shapes ``variant``'s training and held-out sets, the model ``label``
-    built with the recipe's weight seed, and its :class:`~edu_seg.train.TrainConfig` for
-    ``steps`` steps (silent: the zoo prints its own progress)."""
+    (with the config fields ``overrides``) built with the recipe's weight seed, and its
+    :class:`~edu_seg.train.TrainConfig` for ``steps`` steps (silent: the zoo prints its own
+    progress)."""
     r = recipe
     common = dict(size=r["size"], num_classes=r["num_classes"], variant=variant)
     train = Shapes(r["train_samples"], seed=r["train_seed"], **common)
     val = Shapes(r["val_samples"], seed=r["val_seed"], **common)
     seed_everything(r["seed"])              # the same initial weights whatever ran before
-    model = build_zoo_model(label, r["num_classes"])
+    model = build_zoo_model(label, r["num_classes"], overrides)
     config = TrainConfig(steps=steps, batch_size=r["batch_size"], lr=r["lr"],
                          optimizer=r["optimizer"], schedule=r["schedule"], seed=r["seed"],
                          progress=False, verbose=False)
@@ -56,13 +58,14 @@ def setup_row(recipe, label, variant, steps):
 
 
 class StepTimes:
-    """A Trainer ``on_step`` that keeps every step's seconds and passes the call on."""
+    """A Trainer ``on_step`` that keeps every step's seconds and loss and passes the call on."""
 
     def __init__(self, on_step=None):
-        self.seconds, self.on_step = [], on_step
+        self.seconds, self.losses, self.on_step = [], [], on_step
 
     def __call__(self, trainer, info):
         self.seconds.append(info["seconds"])
+        self.losses.append(info["loss"])
         if self.on_step is not None:
             self.on_step(trainer, info)
 

@@ -51,7 +51,7 @@ from .zoo_instances import (INSTANCE_RECIPE, check_instance_models,
                             instance_markdown, merge_instance_results, read_instance_results,
                             train_and_measure_instance, write_instance_results)
 
-__all__ = ["COLUMNS", "ALL_VARIANTS", "QUICK_MODELS", "QUICK_VARIANTS", "run_zoo", "train_and_measure", "semantic_models", "check_choices", "read_results", "merge_results", "write_results",
+__all__ = ["COLUMNS", "ALL_VARIANTS", "QUICK_MODELS", "QUICK_VARIANTS", "run_zoo", "train_and_measure", "measure_trained", "semantic_models", "check_choices", "read_results", "merge_results", "write_results",
            "results_markdown"]
 
 #: ``edu-seg zoo --all``: every semantic model on each variant built to test one idea
@@ -142,6 +142,29 @@ def boundary_iou(model, data, band, batch_size=16):
     return cm.miou()
 
 
+def measure_trained(model, val, class_names, recipe=RECIPE):
+    """What every row says about a trained ``model``, measured on the held-out set ``val``.
+
+    Returns
+    -------
+    dict
+        ``miou``, ``boundary_iou`` and ``class_iou`` (``class_names`` name the classes),
+        ``params`` and ``flops`` of one image, ``infer_img_s`` (eval mode, no gradients, a
+        batch of ``recipe["batch_size"]`` held-out images); numbers already formatted.
+    """
+    r = recipe
+    scores = evaluate(model, val, r["batch_size"])
+    band_miou = boundary_iou(model, val, r["boundary_band"], r["batch_size"])
+    images = np.stack([val[i]["image"] for i in range(r["batch_size"])])   # (16, 3, 64, 64)
+    rate = inference_rate(model, images)
+    size = models.summary(model, (1, 3, r["size"], r["size"]))
+    class_iou = "; ".join(f"{c}={'-' if np.isnan(v) else f'{v:.3f}'}"
+                          for c, v in zip(class_names, scores["iou"]))
+    return {"miou": f"{scores['miou']:.4f}", "boundary_iou": f"{band_miou:.4f}",
+            "class_iou": class_iou, "params": size.total_params, "flops": size.total_flops,
+            "infer_img_s": f"{rate:.1f}"}
+
+
 def train_and_measure(name, variant, steps, on_step=None, supervision="masks"):
     """Train model ``name`` on Shapes ``variant`` with :data:`RECIPE` and measure it.
 
@@ -182,19 +205,9 @@ def train_and_measure(name, variant, steps, on_step=None, supervision="masks"):
                         config, truth=train, on_step=record)
         estimates = " ".join(f"{r['estimate_miou']:.4f}" for r in boxsup.fit())
     train_seconds = time.perf_counter() - train_start
-    scores = evaluate(model, val, r["batch_size"])
-    band_miou = boundary_iou(model, val, r["boundary_band"], r["batch_size"])
-    images = np.stack([val[i]["image"] for i in range(r["batch_size"])])   # (16, 3, 64, 64)
-    rate = inference_rate(model, images)
-    size = models.summary(model, (1, 3, r["size"], r["size"]))
-    class_iou = "; ".join(f"{c}={'-' if np.isnan(v) else f'{v:.3f}'}"
-                          for c, v in zip(train.class_names, scores["iou"]))
     return {"model": name, "variant": variant, "supervision": supervision, "steps": steps,
-            "miou": f"{scores['miou']:.4f}", "boundary_iou": f"{band_miou:.4f}",
-            "class_iou": class_iou, "estimate_miou": estimates, "params": size.total_params,
-            "flops": size.total_flops,
-            "step_ms": record.median_ms(),
-            "infer_img_s": f"{rate:.1f}", "train_s": f"{train_seconds:.1f}",
+            **measure_trained(model, val, train.class_names, r), "estimate_miou": estimates,
+            "step_ms": record.median_ms(), "train_s": f"{train_seconds:.1f}",
             "wall_s": f"{time.perf_counter() - start:.1f}", "cpu": cpu_name(),
             "threads": backend.get_num_threads(), "date": datetime.date.today().isoformat()}
 
