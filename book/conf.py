@@ -19,7 +19,8 @@ author = "the edu_seg authors"
 root_doc = "book/index"
 extensions = ["myst_nb", "sphinx.ext.autodoc", "sphinx.ext.napoleon", "sphinx.ext.mathjax"]
 include_patterns = ["book/*.md", "chapters/*.md", "notebooks/*.ipynb", "README.md",
-                    "CONTRIBUTING.md", "zoo/RESULTS.md", "benchmarks/RESULTS.md"]
+                    "CONTRIBUTING.md", "zoo/RESULTS.md", "zoo/KEY_POINTS.md",
+                    "benchmarks/RESULTS.md"]
 exclude_patterns = ["build", ".venv", "**/.ipynb_checkpoints"]
 html_theme = "furo"
 html_title = "edu_seg"

@@ -169,7 +169,9 @@ class Trainer:
     on_step : callable, optional
         ``on_step(trainer, info)``, called after every optimiser step with ``info = {"step":
         steps done in the run, "epoch": the 0-based epoch it belongs to, "loss": the total
-        loss of the batch, "seconds": wall time of forward, loss, backward and update}``
+        loss of the batch, "terms": its unweighted terms as floats (``{"ce": ..., "aux":
+        ...}``, what ``model.loss`` returns), "seconds": wall time of forward, loss, backward
+        and update}``
         (data loading excluded). For progress over a whole run and step timings.
 
     Attributes
@@ -374,12 +376,14 @@ class Trainer:
                 n = len(batch["image"])
                 seen += n
                 sums["loss"] = sums.get("loss", 0.0) + loss * n
+                term_values = {}
                 for name, term in terms.items():
                     if name in ("loss", "pixel_acc"):
                         raise ValueError(f"{model.name}.loss: a loss term may not be named "
                                          f"{name!r} (history key train_{name} is the "
                                          f"Trainer's own); rename it")
-                    sums[name] = sums.get(name, 0.0) + term.item() * n
+                    term_values[name] = term.item()
+                    sums[name] = sums.get(name, 0.0) + term_values[name] * n
                 postfix = {"loss": f"{sums['loss'] / seen:.4f}"}
                 if semantic:
                     scores = outputs["out"] if isinstance(outputs, dict) else outputs
@@ -393,7 +397,7 @@ class Trainer:
                 bar.set_postfix(postfix)
                 if self.on_step is not None:
                     self.on_step(self, {"step": self.step, "epoch": self.epoch, "loss": loss,
-                                        "seconds": seconds})
+                                        "terms": term_values, "seconds": seconds})
         finally:
             bar.close()        # also on Ctrl-C, so the terminal is left on a clean line
         self.epoch += 1

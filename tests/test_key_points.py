@@ -77,7 +77,7 @@ def test_quick_run_writes_every_study_and_a_rerun_merges(small_recipe, tmp_path,
     assert [r["study"] for r in rows] == [s for s in kp.STUDIES for _ in range(2)]
     for row in rows:
         assert 0 <= float(row["miou"]) <= 1 and row["steps"] == "2" and row["cpu"]
-        assert len(row["loss_curve"].split(";")) == 2          # one point per step here
+        assert len(row["ce_curve"].split(";")) == 2            # one point per step here
     pretrained = [r for r in rows if r["setting"].endswith("pretrained")]
     assert len(pretrained) == 1 and 0 <= float(pretrained[0]["pretrain_label_acc"]) <= 1
     assert (tmp_path / "pretrain" / "vgg_bn_small.npz").exists()

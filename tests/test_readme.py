@@ -3,7 +3,8 @@ command in order in one scratch folder, the slow ones in fast mode.
 
 Fast mode, applied here and nowhere else: ``edu-seg train`` and ``edu-seg pretrain`` get
 ``--steps 2`` and tiny data (16 training and 8 validation Shapes images, batch 8) appended,
-which override the README's own values; ``edu-seg zoo`` gets ``--steps 2``; ``make demo`` runs
+which override the README's own values; ``edu-seg zoo`` gets ``--steps 2``, ``edu-seg
+key-points`` ``--quick --steps 2 --pretrain-steps 2``; ``make demo`` runs
 the demo in process with a tiny ``DEMO``. The placeholders a reader replaces are made real in
 the scratch folder: a small CamVid-style folder at ``path/to/CamVid`` and a Shapes picture
 ``in.png``. ``edu-seg`` is called as ``python -m edu_seg.cli`` (the console script is the same
@@ -67,6 +68,8 @@ def fast(argv):
         return argv + [a for a in FAST_TRAIN if a != "--no-progress"]   # it has no bar
     if argv[0] == "zoo" and "--plot" not in argv:
         return argv + ["--steps", "2", "--no-progress"]
+    if argv[0] == "key-points":
+        return argv + ["--quick", "--steps", "2", "--pretrain-steps", "2"]
     return argv
 
 

@@ -126,6 +126,21 @@ def test_each_epoch_prints_its_line_and_writes_history_json_before_the_callback(
     assert capsys.readouterr().out == ""
 
 
+def test_on_step_gets_each_unweighted_loss_term_and_they_average_to_the_history():
+    seen = []
+    model = models.create("pspnet", num_classes=4)                 # ce + 0.4 aux
+    trainer = Trainer(model, Shapes(16, size=32, seed=0), None,
+                      TrainConfig(steps=2, batch_size=8, progress=False, verbose=False),
+                      on_step=lambda t, info: seen.append(info))
+    history = trainer.fit()
+    for info in seen:
+        assert set(info["terms"]) == {"ce", "aux"}
+        assert info["loss"] == pytest.approx(info["terms"]["ce"] + 0.4 * info["terms"]["aux"])
+    for name in ("ce", "aux"):
+        mean = sum(info["terms"][name] for info in seen) / len(seen)
+        assert history[0][f"train_{name}"] == pytest.approx(mean)
+
+
 def test_a_step_budget_cuts_the_last_epoch_and_sets_the_schedule_length():
     steps = []
     trainer = Trainer(tiny(), Shapes(32, size=16, seed=0), None,

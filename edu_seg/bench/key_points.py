@@ -15,8 +15,9 @@ schedule, batch 16, 300 steps, weights seeded with 0), with one thing changed pe
     with their auxiliary losses and without them (the same network trained with the final loss
     only; the auxiliary heads exist only in training), each with weight seeds 0, 1 and 2 (the
     data stay the same), so that the spread across seeds is there to compare the difference with.
-    The rows keep the training loss too, averaged over twentieths of the run: how smoothly each
-    run trained.
+    The rows keep the final prediction's training cross-entropy too (the ``ce`` term, without
+    the auxiliary terms, so that the two settings compare), averaged over twentieths of the
+    run: how smoothly each run trained.
 ``resolution``
     "Do most of the work at low resolution and upsample at the end": DeepLabV3+ with its heavy
     part (the backbone's deep stages and ASPP) at 1/8, 1/16 and 1/32 of the input, its decoder
@@ -72,11 +73,11 @@ OUTPUT_STRIDES = (8, 16, 32)
 LABELLED_IMAGES = (64, 1024)
 PRETRAIN_STEPS = 3000
 CURVE_EVERY = 50               # steps between held-out mIoU measurements (pretraining study)
-LOSS_POINTS = 20               # the loss curve of a row: its mean over each twentieth
+CE_POINTS = 20                 # the ce curve of a row: its mean over each twentieth
 
 COLUMNS = ("study", "model", "setting", "backbone", "seed", "train_samples", "steps", "miou",
            "boundary_iou", "miou_curve", "params", "flops", "step_ms", "infer_img_s",
-           "loss_end", "loss_curve", "pretrain_label_acc", "train_s", "cpu", "threads", "date")
+           "ce_end", "ce_curve", "pretrain_label_acc", "train_s", "cpu", "threads", "date")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,11 +189,12 @@ def train_and_measure_run(run, steps, on_step=None, pretrain_dir="runs/pretrain"
         path, history = pretrained_backbone_file(run.backbone, pretrain_dir, pretrain_steps)
         load_pretrained_backbone(model, path)
         pretrain_acc = f"{history['records'][-1]['val_label_acc']:.4f}"
-    curve = []
+    curve, final_ce = [], []
 
     def measure_curve(trainer, info):
         if on_step is not None:
             on_step(trainer, info)
+        final_ce.append(info["terms"]["ce"])
         if run.curve and (info["step"] % CURVE_EVERY == 0 or info["step"] == steps):
             curve.append(f"{info['step']}:{evaluate(model, val, recipe['batch_size'])['miou']:.4f}")
 
@@ -200,13 +202,13 @@ def train_and_measure_run(run, steps, on_step=None, pretrain_dir="runs/pretrain"
     start = time.perf_counter()
     Trainer(model, train, None, config, on_step=record).fit()
     train_seconds = time.perf_counter() - start
-    tail = record.losses[-max(1, len(record.losses) // 10):]       # the last tenth of the run
+    tail = final_ce[-max(1, len(final_ce) // 10):]               # the last tenth of the run
     return {"study": run.study, "model": run.model, "setting": run.setting,
             "backbone": run.backbone, "seed": run.seed, "train_samples": run.images,
             "steps": steps, **measure_trained(model, val, train.class_names, recipe),
             "miou_curve": " ".join(curve), "step_ms": record.median_ms(),
-            "loss_end": f"{statistics.mean(tail):.4f}",
-            "loss_curve": _curve(record.losses, LOSS_POINTS),
+            "ce_end": f"{statistics.mean(tail):.4f}",
+            "ce_curve": _curve(final_ce, CE_POINTS),
             "pretrain_label_acc": pretrain_acc, "train_s": f"{train_seconds:.1f}",
             "cpu": cpu_name(), "threads": backend.get_num_threads(),
             "date": datetime.date.today().isoformat()}
@@ -279,12 +281,12 @@ def key_points_markdown(rows):
     if by_study["supervision"]:
         rs = by_study["supervision"]
         lines += ["", "## Deep supervision on and off, three seeds", "",
-                  f"Measured on {_machine(rs)}. mIoU and the training loss over the last tenth "
-                  "of the run (the final term only where there is no auxiliary loss, the total "
-                  "where there is: compare mIoU across rows, and the loss only between seeds "
-                  "of one row) as mean ± standard deviation over the seeds.", "",
+                  f"Measured on {_machine(rs)}. mIoU, boundary IoU, step time and the final "
+                  "prediction's training cross-entropy over the last tenth of the run (the "
+                  "`ce` term alone, comparable with and without the auxiliary terms) as mean "
+                  "± standard deviation over the seeds.", "",
                   "| model | setting | steps | seeds | mIoU by seed | mIoU | boundary IoU "
-                  "| step ms | final loss |", "|---|---|--:|---|---|--:|--:|--:|--:|"]
+                  "| step ms | final ce |", "|---|---|--:|---|---|--:|--:|--:|--:|"]
         groups = {}
         for x in rs:
             groups.setdefault((x["model"].partition(":")[0], x["setting"]), []).append(x)
@@ -295,7 +297,7 @@ def key_points_markdown(rows):
                 f"| {_mean_std(x['miou'] for x in xs)} "
                 f"| {_mean_std(x['boundary_iou'] for x in xs)} "
                 f"| {_mean_std((x['step_ms'] for x in xs), 1)} "
-                f"| {_mean_std(x['loss_end'] for x in xs)} |")
+                f"| {_mean_std(x['ce_end'] for x in xs)} |")
         lines += ["", "![supervision](key_points_supervision.png)"]
     if by_study["resolution"]:
         lines += ["", "## Low resolution first: DeepLabV3+ with its heavy part at 1/8, 1/16, "

@@ -58,14 +58,13 @@ def setup_row(recipe, label, variant, steps, overrides=None):
 
 
 class StepTimes:
-    """A Trainer ``on_step`` that keeps every step's seconds and loss and passes the call on."""
+    """A Trainer ``on_step`` that keeps every step's seconds and passes the call on."""
 
     def __init__(self, on_step=None):
-        self.seconds, self.losses, self.on_step = [], [], on_step
+        self.seconds, self.on_step = [], on_step
 
     def __call__(self, trainer, info):
         self.seconds.append(info["seconds"])
-        self.losses.append(info["loss"])
         if self.on_step is not None:
             self.on_step(trainer, info)
 

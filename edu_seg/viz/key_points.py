@@ -5,7 +5,7 @@ filtered by ``study``) and returns a ``matplotlib.figure.Figure`` (headless-safe
 
 - :func:`plot_backbones`: mIoU against training step time, one point per backbone family.
 - :func:`plot_supervision`: mIoU of every seed with and without deep supervision, and the
-  training-loss curves of the seeds.
+  training cross-entropy curves of the seeds.
 - :func:`plot_resolution`: mIoU against step time for the heavy part at 1/8, 1/16, 1/32.
 - :func:`plot_pretraining`: held-out mIoU against training steps, scratch against pretrained,
   for each family and number of labelled images.
@@ -51,8 +51,8 @@ def plot_resolution(rows):
 
 def plot_supervision(rows):
     """Left: each seed's mIoU with deep supervision and with the final loss only, per model.
-    Right: each seed's training loss, averaged over twentieths of the run (total loss: the
-    auxiliary terms included where they exist)."""
+    Right: each seed's training cross-entropy of the final prediction (the ``ce`` term, the
+    same quantity with and without the auxiliary terms), averaged over twentieths of the run."""
     models = list(dict.fromkeys(r["model"].partition(":")[0] for r in rows))
     settings = list(dict.fromkeys(r["setting"] for r in rows))
     fig = Figure(figsize=(11, 4.0), layout="constrained")
@@ -73,14 +73,15 @@ def plot_supervision(rows):
     left.legend(fontsize=8)
     left.grid(True, axis="y", alpha=0.3)
     for r in rows:
-        curve = [float(v) for v in r["loss_curve"].split(";")]
+        curve = [float(v) for v in r["ce_curve"].split(";")]
         steps = np.linspace(0, int(r["steps"]), len(curve) + 1)
         right.plot((steps[:-1] + steps[1:]) / 2, curve, color=colours[r["setting"]],
                    alpha=0.6, lw=1)
     right.set_yscale("log")
     right.set_xlabel("training step")
-    right.set_ylabel("training loss (mean over 1/20 of the run)")
-    right.set_title("Training loss of every model and seed (colour: setting)", fontsize=9)
+    right.set_ylabel("final prediction's training cross-entropy")
+    right.set_title("Training cross-entropy of every model and seed (colour: setting)",
+                    fontsize=9)
     right.grid(True, which="both", alpha=0.3)
     fig.suptitle(f"Deep supervision on and off ({rows[0]['cpu']}, {rows[0]['steps']} steps)",
                  fontsize=10)
