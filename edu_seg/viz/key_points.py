@@ -19,14 +19,17 @@ __all__ = ["plot_backbones", "plot_supervision", "plot_resolution", "plot_pretra
 
 def _scatter_time_accuracy(rows, label_of, title):
     """mIoU against the training step's ms, each point labelled."""
-    fig = Figure(figsize=(5.6, 4.0), layout="constrained")
+    fig = Figure(figsize=(7.6, 4.2), layout="constrained")
     ax = fig.subplots()
     for r in rows:
         x, y = float(r["step_ms"]), float(r["miou"])
         ax.scatter(x, y, s=40, zorder=3)
         ax.annotate(label_of(r), (x, y), xytext=(5, 3), textcoords="offset points",
                     fontsize=8)
-    ax.set_xlabel(f"ms per training step (batch 16, {rows[0]['threads']} thread(s))")
+    ax.margins(x=0.45, y=0.12)          # room for the labels right of the points
+    threads = rows[0]["threads"]
+    ax.set_xlabel(f"ms per training step (batch 16, {threads} "
+                  f"thread{'' if str(threads) == '1' else 's'})")
     ax.set_ylabel("mIoU on Shapes default")
     ax.set_title(f"{title}\n({rows[0]['cpu']}, {rows[0]['steps']} steps)", fontsize=9)
     ax.grid(True, alpha=0.3)
