@@ -254,6 +254,12 @@ def _machine(rows):
     return "; ".join(seen)
 
 
+def _cost_and_scores(row):
+    """The table cells ``| params | MFLOPs | step ms | infer img/s | mIoU | boundary IoU |``."""
+    return (f"| {int(row['params']):,} | {int(row['flops']) / 1e6:.1f} | {row['step_ms']} "
+            f"| {row['infer_img_s']} | {row['miou']} | {row['boundary_iou']} |")
+
+
 def key_points_markdown(rows):
     """``KEY_POINTS.md``: per study, what it asks, its table and its plot."""
     r = RECIPE
@@ -274,9 +280,8 @@ def key_points_markdown(rows):
                   "parameters", "", f"Measured on {_machine(by_study['backbones'])}.", "",
                   "| family | backbone | steps | params | MFLOPs | step ms | infer img/s | mIoU "
                   "| boundary IoU |", "|---|---|--:|--:|--:|--:|--:|--:|--:|"]
-        lines += [f"| {x['setting']} | {x['backbone']} | {x['steps']} | {int(x['params']):,} "
-                  f"| {int(x['flops']) / 1e6:.1f} | {x['step_ms']} | {x['infer_img_s']} "
-                  f"| {x['miou']} | {x['boundary_iou']} |" for x in by_study["backbones"]]
+        lines += [f"| {x['setting']} | {x['backbone']} | {x['steps']} {_cost_and_scores(x)}"
+                  for x in by_study["backbones"]]
         lines += ["", "![backbones](key_points_backbones.png)"]
     if by_study["supervision"]:
         rs = by_study["supervision"]
@@ -304,9 +309,8 @@ def key_points_markdown(rows):
                   "1/32", "", f"Measured on {_machine(by_study['resolution'])}.", "",
                   "| setting | steps | params | MFLOPs | step ms | infer img/s | mIoU "
                   "| boundary IoU |", "|---|--:|--:|--:|--:|--:|--:|--:|"]
-        lines += [f"| {x['setting']} | {x['steps']} | {int(x['params']):,} "
-                  f"| {int(x['flops']) / 1e6:.1f} | {x['step_ms']} | {x['infer_img_s']} "
-                  f"| {x['miou']} | {x['boundary_iou']} |" for x in by_study["resolution"]]
+        lines += [f"| {x['setting']} | {x['steps']} {_cost_and_scores(x)}"
+                  for x in by_study["resolution"]]
         lines += ["", "![resolution](key_points_resolution.png)"]
     if by_study["pretraining"]:
         lines += ["", "## Pretraining: DeepLabV3+ from scratch and from a pretrained backbone",
