@@ -718,13 +718,15 @@ def build_parser():
                    "filled-boxes; one row per model, variant and supervision")
     p.add_argument("--steps", type=int, default=300, help="optimiser steps per model and variant")
     p.add_argument("--instance-models", nargs="+", metavar="MODEL",
-                   help="instance models (mask_rcnn, mask_rcnn:roi_pool), one row each scored "
-                   "by mask AP; alone, only these rows are trained")
+                   help="models that find objects (mask_rcnn, mask_rcnn:roi_pool, "
+                   "rcnn_regions), one row each scored by mask AP; alone, only these rows are "
+                   "trained")
     p.add_argument("--instance-steps", type=int, help="optimiser steps per instance row "
                    "(default: 640, the recipe edu-seg train uses for Mask R-CNN)")
     p.add_argument("--all", action="store_true", help="the whole table: every semantic model "
-                   "on default, scale, context, thin and boundary, and Mask R-CNN with RoIAlign "
-                   "and RoIPool (about 2 hours on 2 cores)")
+                   "on default, scale, context, thin and boundary, then Mask R-CNN with "
+                   "RoIAlign and RoIPool and R-CNN's regions scored by mask AP (about 100 "
+                   "minutes on 2 quiet cores)")
     p.add_argument("--quick", action="store_true", help="a subset in minutes: unet, fcn8s, "
                    "bisenet, icnet, deeplabv3, denseaspp on default and context")
     p.add_argument("--out", default="zoo", help="folder of RESULTS.md and results.csv; rows "

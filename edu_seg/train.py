@@ -589,7 +589,10 @@ def evaluate_instances(model, data, batch_size=16):
 
     Parameters
     ----------
-    model : InstanceSegmentationModel
+    model : InstanceSegmentationModel, or a semantic model that lists objects
+        An instance model's forward in eval mode gives its objects; a semantic model that
+        can list objects too has ``detect_objects(x)`` returning the same dicts
+        (:meth:`edu_seg.models.rcnn_regions.RCNNRegions.detect_objects`).
     data : dataset
         Items with ``image`` (3, H, W), ``boxes`` (G, 4), ``labels`` (G,) and
         ``instance_masks`` (G, H, W), e.g. :class:`edu_seg.data.Shapes`.
@@ -602,11 +605,17 @@ def evaluate_instances(model, data, batch_size=16):
         ``.summary()`` gives ``{"box": {"AP", "AP50", "AP75", "APs", "APm", "APl"}, "mask":
         {...}}`` (-1 where undefined), ``.precision("mask")`` the full precision table.
     """
+    find_objects = model if model.task == "instance" else getattr(model, "detect_objects",
+                                                                  None)
+    if find_objects is None:
+        raise ValueError(f"evaluate_instances: {model.name} is a semantic model that cannot "
+                         f"list objects (no detect_objects method); score it with evaluate, "
+                         f"or use an instance model such as mask_rcnn")
     was_training = model.training
     model.eval()
     ap = InstanceAP()
     for batch in DataLoader(data, batch_size=batch_size, shuffle=False):
-        detections = model(Tensor(batch["image"]))          # one dict per image
+        detections = find_objects(Tensor(batch["image"]))   # one dict per image
         ap.update(detections, [{"boxes": b, "labels": c, "masks": m} for b, c, m in
                                zip(batch["boxes"], batch["labels"], batch["instance_masks"])])
     model.train(was_training)

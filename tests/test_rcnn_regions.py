@@ -112,6 +112,51 @@ def test_forward_paints_the_region_scores_of_every_proposal(monkeypatch):
     np.testing.assert_array_equal(labels, np.broadcast_to(expected, (2, 64, 64)))
 
 
+def _three_regions(model, monkeypatch, scores):
+    """Patch ``model`` to see three regions: 0 and 1 overlapping boxes, 2 apart."""
+    masks = np.zeros((3, 64, 64), bool)
+    masks[0, 10:30, 10:30] = True
+    masks[1, 12:30, 10:30] = True                                   # box IoU 0.9 with region 0
+    masks[2, 40:60, 40:60] = True
+    boxes = np.array([[10, 10, 30, 30], [10, 12, 30, 30], [40, 40, 60, 60]], np.float32)
+    monkeypatch.setattr(model, "proposals", lambda image: Proposals(boxes=boxes, masks=masks))
+    monkeypatch.setattr(model, "score_regions", lambda image, p: np.asarray(scores, np.float32))
+    return boxes, masks
+
+
+def test_detect_objects_keeps_the_best_region_per_class_and_overlap(monkeypatch):
+    model = _model().eval()
+    # columns: background, class 1, class 2
+    scores = [[0.0, 2.0, -1.0], [0.0, 1.5, 0.5], [0.0, -0.5, 3.0]]
+    boxes, masks = _three_regions(model, monkeypatch, scores)
+    (found,) = model.detect_objects(Tensor(np.zeros((1, 3, 64, 64), np.float32)))
+    # class 1: region 1 (1.5) overlaps the better region 0 (2.0) -> suppressed, region 2 kept;
+    # class 2: region 0 (-1.0) is suppressed by region 1 (0.5); best first over all classes
+    expected = [(2, 2, 3.0), (0, 1, 2.0), (1, 2, 0.5), (2, 1, -0.5)]
+    assert [(int(lab), float(sc)) for lab, sc in zip(found["labels"], found["scores"])] == \
+        [(lab, sc) for _, lab, sc in expected]
+    np.testing.assert_array_equal(found["masks"], masks[[r for r, _, _ in expected]])
+    np.testing.assert_array_equal(found["boxes"], boxes[[r for r, _, _ in expected]])
+    assert found["labels"].dtype == np.int64 and found["scores"].dtype == np.float32
+
+
+def test_detect_objects_keeps_at_most_detections_per_image(monkeypatch):
+    model = _model(detections_per_image=2).eval()
+    _three_regions(model, monkeypatch, [[0.0, 2.0, -1.0], [0.0, 1.5, 0.5], [0.0, -0.5, 3.0]])
+    (found,) = model.detect_objects(Tensor(np.zeros((1, 3, 64, 64), np.float32)))
+    assert found["scores"].tolist() == [3.0, 2.0]
+
+
+def test_detected_regions_score_by_mask_ap_like_an_instance_model():
+    from edu_seg.train import evaluate_instances
+
+    data = Shapes(4, size=64, num_classes=3, seed=3)
+    ap = evaluate_instances(_model(), data, batch_size=2).summary()
+    assert -1 <= ap["mask"]["AP"] <= 1 and -1 <= ap["box"]["AP"] <= 1
+    with pytest.raises(ValueError, match="unet is a semantic model that cannot list objects"):
+        evaluate_instances(models.create("unet", num_classes=3), data)
+
+
 def test_score_regions_runs_every_proposal_and_chunks_change_nothing():
     image = _shapes_batch(1)["image"][0]
     big, small = _model().eval(), _model(eval_chunk=7).eval()

@@ -226,18 +226,21 @@ def small_recipe(monkeypatch):
 def test_instance_rows_get_their_own_table_scored_by_mask_ap(small_recipe, tmp_path, capsys):
     out = tmp_path / "zoo"
     assert cli.main(["zoo", "--instance-models", "mask_rcnn", "mask_rcnn:roi_pool",
-                     "--instance-steps", "2", "--out", str(out), "--no-progress"]) == 0
+                     "rcnn_regions", "--instance-steps", "2", "--out", str(out),
+                     "--no-progress"]) == 0
     text = capsys.readouterr().out
-    assert "[1/2] mask_rcnn (instances): mask AP" in text and "[2/2] mask_rcnn:roi_pool" in text
+    assert "[1/3] mask_rcnn (instances): mask AP" in text and "[2/3] mask_rcnn:roi_pool" in text
+    assert "[3/3] rcnn_regions (instances): mask AP" in text
     assert not (out / "results.csv").read_text().strip().split("\n")[1:]   # no semantic row
     with open(out / "instance_results.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert [r["model"] for r in rows] == ["mask_rcnn", "mask_rcnn:roi_pool"]
+    assert [r["model"] for r in rows] == ["mask_rcnn", "mask_rcnn:roi_pool", "rcnn_regions"]
     for row in rows:
         assert row["steps"] == "2" and all(-1 <= float(row[k]) <= 1 for k in (
             "mask_ap", "mask_ap50", "mask_ap75", "box_ap", "box_ap50", "box_ap75"))
     md = (out / "RESULTS.md").read_text()
-    assert "## Instance segmentation: Mask R-CNN with RoIAlign and with RoIPool" in md
+    assert "## Instance segmentation: Mask R-CNN with RoIAlign and with RoIPool, and " \
+        "R-CNN's regions" in md
     assert "| mask_rcnn:roi_pool | 2 |" in md and "lr 0.001" in md
     # a semantic run later keeps the instance table in RESULTS.md
     assert cli.main(["zoo", "--models", "unet", "--steps", "2", "--out", str(out),
@@ -260,7 +263,8 @@ def test_all_means_every_semantic_model_every_variant_and_the_instance_rows(monk
     model_names, variants = seen["args"][:2]
     assert model_names is None                                # every semantic model
     assert variants == ["default", "scale", "context", "thin", "boundary"]
-    assert seen["kwargs"]["instance_models"] == ["mask_rcnn", "mask_rcnn:roi_pool"]
+    assert seen["kwargs"]["instance_models"] == ["mask_rcnn", "mask_rcnn:roi_pool",
+                                                 "rcnn_regions"]
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -269,7 +273,8 @@ def test_all_means_every_semantic_model_every_variant_and_the_instance_rows(monk
     (["--quick", "--variants", "scale"], "--quick chooses the models and variants itself; "
                                          "leave out --variants"),
     (["--all", "--quick"], "leave out --quick"),
-    (["--instance-models", "unet"], "--instance-models got 'unet'; choose from mask_rcnn"),
+    (["--instance-models", "unet"], "--instance-models got 'unet'; choose from mask_rcnn, "
+                                    "rcnn_regions"),
     (["--instance-models", "mask_rcnn:nope"], "unknown preset 'mask_rcnn:nope'"),
     (["--instance-models", "mask_rcnn", "--instance-steps", "0"],
      "--instance-steps must be a positive int, got 0"),

@@ -1,11 +1,15 @@
-"""The zoo's instance rows: Mask R-CNN with RoIAlign and with RoIPool, scored by mask AP.
+"""The zoo's instance rows: Mask R-CNN with RoIAlign and with RoIPool, and R-CNN's regions,
+scored by mask AP.
 
 A semantic row of the zoo (:mod:`edu_seg.bench.zoo`) is scored by mIoU, a class per pixel. An
 instance model finds objects, so its rows are scored the COCO way (box and mask AP,
 :class:`~edu_seg.metrics.InstanceAP`) and live in their own table, ``instance_results.csv``,
-shown in ``RESULTS.md`` under the semantic tables. The two rows differ only in the RoI op
-(``mask_rcnn:roi_pool`` is the preset that swaps RoIAlign for RoIPool): what chapter 5 says
-RoIAlign is worth, measured with everything else equal.
+shown in ``RESULTS.md`` under the semantic tables. The two Mask R-CNN rows differ only in the
+RoI op (``mask_rcnn:roi_pool`` is the preset that swaps RoIAlign for RoIPool): what chapter 5
+says RoIAlign is worth, measured with everything else equal. ``rcnn_regions`` is a semantic
+model whose classified proposals are objects too
+(:meth:`~edu_seg.models.rcnn_regions.RCNNRegions.detect_objects`): its row scores the region
+approach of 2014 by the same AP, trained with the same recipe.
 
 Recipe: the zoo's data (Shapes ``default``, 64x64, 4 classes, 1024 training and 256 held-out
 images, the same seeds, no augmentation), Adam with the poly schedule, batch 16, and the
@@ -28,8 +32,8 @@ __all__ = ["INSTANCE_MODELS", "INSTANCE_RECIPE", "INSTANCE_COLUMNS", "check_inst
            "train_and_measure_instance", "read_instance_results", "merge_instance_results",
            "write_instance_results", "instance_markdown"]
 
-#: The instance rows of ``edu-seg zoo --all``: one model, two RoI ops.
-INSTANCE_MODELS = ("mask_rcnn", "mask_rcnn:roi_pool")
+#: The instance rows of ``edu-seg zoo --all``: Mask R-CNN with two RoI ops, and R-CNN's regions.
+INSTANCE_MODELS = ("mask_rcnn", "mask_rcnn:roi_pool", "rcnn_regions")
 
 #: The semantic recipe with chapter 5's Mask R-CNN learning rate and step budget.
 INSTANCE_RECIPE = {**RECIPE, "variant": "default", "lr": 1e-3, "steps": 640}
@@ -43,15 +47,18 @@ _FILE = "instance_results.csv"
 
 
 def check_instance_models(labels):
-    """``labels`` without repeats; each a registered instance model, optionally ``:PRESET``.
+    """``labels`` without repeats; each a registered model that finds objects (an instance
+    model, or a semantic one with ``detect_objects``), optionally ``:PRESET``.
 
     Raises
     ------
     ValueError
-        An unknown model or preset, or a semantic model (its rows are the semantic table's).
+        An unknown model or preset, or a semantic model that cannot list objects (its rows
+        are the semantic table's).
     """
     labels = list(dict.fromkeys(labels))
-    instance = [n for n in models.available() if models.get_model_class(n).task == "instance"]
+    instance = [n for n in models.available() if models.get_model_class(n).task == "instance"
+                or hasattr(models.get_model_class(n), "detect_objects")]
     for label in labels:
         name, _, preset = label.partition(":")
         if name not in instance:
@@ -127,12 +134,15 @@ def instance_markdown(rows):
         return ""
     r = INSTANCE_RECIPE
     lines = [
-        "", "## Instance segmentation: Mask R-CNN with RoIAlign and with RoIPool", "",
+        "", "## Instance segmentation: Mask R-CNN with RoIAlign and with RoIPool, and "
+        "R-CNN's regions", "",
         f"Recipe: the data above (Shapes `{r['variant']}`), {r['optimizer'].capitalize()}, "
         f"lr {r['lr']:g} (chapter 5's Mask R-CNN rate), poly schedule, batch "
         f"{r['batch_size']}, `steps` optimiser steps ({r['steps']} by default). AP is COCO's "
         "(IoU thresholds 0.50:0.95; AP50 and AP75 at one threshold) on the "
-        f"{r['val_samples']} held-out images. Recompute a row with `edu-seg zoo "
+        f"{r['val_samples']} held-out images. `rcnn_regions` is the semantic model of "
+        "chapter 5 whose classified proposals are its objects (each region's mask, scored by "
+        "its class's SVM, per-class NMS). Recompute a row with `edu-seg zoo "
         "--instance-models MODEL`.", "",
         "| model | steps | mask AP | mask AP50 | mask AP75 | box AP | box AP50 | box AP75 "
         "| params | step ms | infer img/s | train s | wall s | CPU | threads | date |",

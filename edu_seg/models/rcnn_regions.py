@@ -86,6 +86,10 @@ for ``fcn8s``. The proposals themselves are nearly exact on Shapes (:func:`regio
 above, reaches 0.81 (``"all"``): the loose regions that the 0.5 threshold calls positive
 spill over onto the background.
 
+The classified regions are objects too: :meth:`RCNNRegions.detect_objects` lists them as an
+instance model does (each region's mask, its class, its SVM score, per-class NMS), so that the
+zoo scores the region approach by mask AP beside Mask R-CNN (SDS's "region detection").
+
 Shapes: ``x: (N, C, H, W)`` with ``C = in_channels`` (1 or 3) -> scores ``(N, num_classes, H,
 W)``; in training, :meth:`RCNNRegions.forward_train` returns the sampled regions' scores.
 """
@@ -98,6 +102,7 @@ from scipy import ndimage
 
 from .. import nn
 from ..autograd import Tensor, cat, no_grad
+from ..boxes import batched_nms
 from ..ops.activations import relu
 from ..ops.loss import cross_entropy
 from ..ops.misc import default_generator
@@ -143,6 +148,10 @@ class RCNNRegionsConfig:
         ``λ`` of the SVMs' regulariser ``λ·‖W‖²`` (added to the hinge term).
     eval_chunk : int
         Regions per CNN call at test time (bounds the memory, changes no result).
+    detection_nms_threshold, detections_per_image : float, int
+        :meth:`RCNNRegions.detect_objects`: the box IoU above which a region is suppressed
+        by a better one of the same class, and how many objects an image keeps (Mask R-CNN's
+        0.5 and 100, so that the two are scored alike).
     proposal_cache_size : int
         Images whose proposals are kept (least recently used dropped first; 0: none). About
         70 kB per 64x64 Shapes image, so the default holds a 1024-image training set and its
@@ -161,6 +170,9 @@ class RCNNRegionsConfig:
     svm_l2: float = dataclasses.field(default=1e-3, metadata={"min": 0.0, "max": 1.0})
     eval_chunk: int = 256
     proposal_cache_size: int = dataclasses.field(default=2048, metadata={"min": 0})
+    detection_nms_threshold: float = dataclasses.field(default=0.5,
+                                                       metadata={"min": 0.0, "max": 1.0})
+    detections_per_image: int = dataclasses.field(default=100, metadata={"min": 1})
 
     def __post_init__(self):
         if self.num_classes < 2:
@@ -564,6 +576,43 @@ class RCNNRegions(SegmentationModel):
             proposals = self.proposals(image)                             # R regions
             painted.append(paint_regions(proposals.masks, self.score_regions(image, proposals)))
         return Tensor(np.stack(painted))                                  # (N, K, H, W)
+
+    def detect_objects(self, x):
+        """Every proposal as a candidate OBJECT: R-CNN's detection rule, with SDS's masks.
+
+        Each (region, foreground class) pair is a candidate scored by that class's SVM; per
+        class, a region is suppressed when a better-scoring one overlaps its box by more than
+        ``detection_nms_threshold`` (R-CNN's greedy NMS), and the best
+        ``detections_per_image`` survive. An object's mask is its region's mask, so the
+        masks follow proposal outlines exactly as the painted class map does. This is what
+        lets the zoo score region classification by mask AP beside Mask R-CNN.
+
+        Parameters
+        ----------
+        x : Tensor, shape (N, C, H, W)
+
+        Returns
+        -------
+        list of N dicts
+            ``boxes`` (D, 4) float32, ``labels`` (D,) int64 in [1, K), ``scores`` (D,)
+            float32 (SVM scores, best first), ``masks`` (D, H, W) bool: the form
+            :class:`~edu_seg.models.InstanceSegmentationModel` returns.
+        """
+        self.check_input_size(x.shape)
+        c, found = self.config, []
+        for image in x.data:                                              # (C, H, W)
+            proposals = self.proposals(image)                             # R regions
+            scores = self.score_regions(image, proposals)[:, 1:]          # (R, K-1)
+            R, classes = scores.shape
+            region = np.repeat(np.arange(R), classes)                     # (R·(K-1),)
+            labels = np.tile(np.arange(1, classes + 1), R)                # (R·(K-1),)
+            boxes = np.asarray(proposals.boxes, np.float32)[region]       # (R·(K-1), 4)
+            keep = batched_nms(boxes, scores.ravel(), labels,
+                               c.detection_nms_threshold)[:c.detections_per_image]
+            found.append({"boxes": boxes[keep], "labels": labels[keep].astype(np.int64),
+                          "scores": scores.ravel()[keep].astype(np.float32),
+                          "masks": proposals.masks[region[keep]]})
+        return found
 
     def forward_train(self, batch):
         """Sample regions of every image, score them, and return what :meth:`loss` needs.
