@@ -30,6 +30,35 @@ def record_forward(model, modules, x):
     return out, seen
 
 
+def assert_same_network_trained_on_the_final_ce(full, plain, heads, num_classes):
+    """``plain`` (a ``no_deep_supervision`` preset) is ``full`` without its auxiliary
+    ``heads`` (attribute names): no such modules, no ``aux_weights``, exactly the heads'
+    parameters fewer, the same state-dict keys otherwise; in training it returns the scores
+    alone, its loss is their plain cross-entropy; with ``full``'s shared weights loaded, the
+    two give identical test-time scores."""
+    from edu_seg.ops.loss import cross_entropy
+
+    assert not any(hasattr(plain, h) for h in heads) and plain.aux_weights == {}
+    assert full.aux_weights                              # the class's weights are untouched
+    assert full.num_parameters() - plain.num_parameters() == \
+        sum(getattr(full, h).num_parameters() for h in heads)
+    shared = {k: v for k, v in full.state_dict().items()
+              if not k.startswith(tuple(f"{h}." for h in heads))}
+    assert list(plain.state_dict()) == list(shared)     # the same network, minus the heads
+
+    x = random_images(2)
+    scores, _ = record_forward(plain.train(), {}, x)
+    assert isinstance(scores, Tensor) and scores.shape == (2, num_classes, 64, 64)
+    mask = np.random.default_rng(1).integers(0, num_classes, (2, 64, 64))
+    total, terms = plain.loss(scores, {"mask": mask})
+    assert set(terms) == {"ce"}
+    np.testing.assert_allclose(total.item(), cross_entropy(scores, mask).item(), rtol=1e-6)
+
+    plain.load_state_dict(shared)                       # same weights -> same test-time scores
+    np.testing.assert_array_equal(record_forward(plain.eval(), {}, x)[0].data,
+                                  record_forward(full.eval(), {}, x)[0].data)
+
+
 def assert_state_dict_is_torchvisions(model, name):
     """``model``'s state dict has torchvision's keys, order and shapes for model ``name``, and
     the same parameter count (the tables in ``tests/data/torchvision``)."""

@@ -9,7 +9,7 @@ from edu_seg.autograd import Tensor
 from edu_seg.models.bisenet import BiSeNetConfig, FeatureFusion
 from edu_seg.ops.loss import cross_entropy
 from edu_seg.ops.resample import interpolate
-from helpers import random_images, record_forward
+from helpers import assert_same_network_trained_on_the_final_ce, random_images, record_forward
 
 
 def _build(preset=None, seed=0, **config):
@@ -166,27 +166,8 @@ def test_aux_heads_exist_only_in_training_and_weigh_1_each_in_the_loss():
 
 
 def test_no_deep_supervision_is_the_same_network_without_aux_heads_trained_on_the_final_ce():
-    full, plain = _build(), _build("no_deep_supervision")
-    assert not hasattr(plain, "aux16") and not hasattr(plain, "aux32")
-    assert plain.aux_weights == {} and full.aux_weights == {"aux16": 1.0, "aux32": 1.0}
-    assert full.num_parameters() - plain.num_parameters() == \
-        full.aux16.num_parameters() + full.aux32.num_parameters()
-    shared = {k: v for k, v in full.state_dict().items()
-              if not k.startswith(("aux16.", "aux32."))}
-    assert list(plain.state_dict()) == list(shared)     # the same network, minus the heads
-
-    x = random_images(2)
-    scores, _ = record_forward(plain, {}, x)            # training mode
-    assert isinstance(scores, Tensor) and scores.shape == (2, 3, 64, 64)
-    mask = np.random.default_rng(1).integers(0, 3, (2, 64, 64))
-    total, terms = plain.loss(scores, {"mask": mask})
-    assert set(terms) == {"ce"}
-    np.testing.assert_allclose(total.item(), cross_entropy(scores, mask).item(), rtol=1e-6)
-
-    plain.load_state_dict(shared)                       # same weights -> same test-time scores
-    plain.eval(), full.eval()
-    np.testing.assert_array_equal(record_forward(plain, {}, x)[0].data,
-                                  record_forward(full, {}, x)[0].data)
+    assert_same_network_trained_on_the_final_ce(_build(), _build("no_deep_supervision"),
+                                                ["aux16", "aux32"], num_classes=3)
 
 
 # --------------------------------------------------------------------------- ablations

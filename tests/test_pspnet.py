@@ -13,7 +13,7 @@ from edu_seg.models.pspnet import PSPNetConfig
 from edu_seg.ops.loss import cross_entropy
 from edu_seg.ops.resample import interpolate
 from edu_seg.reference.pool import adaptive_pool_bins
-from helpers import random_images
+from helpers import assert_same_network_trained_on_the_final_ce, random_images
 
 
 def _build(preset=None, seed=0, **config):
@@ -169,25 +169,8 @@ def test_aux_head_reads_layer3_only_in_training_and_weighs_0_4_in_the_loss():
 
 
 def test_no_deep_supervision_is_the_same_network_without_aux_head_trained_on_the_final_ce():
-    full, plain = _build(), _build("no_deep_supervision")
-    assert not hasattr(plain, "aux_head") and plain.aux_weights == {}
-    assert full.aux_weights == {"aux": 0.4}             # the class's weights are untouched
-    assert full.num_parameters() - plain.num_parameters() == full.aux_head.num_parameters()
-    shared = {k: v for k, v in full.state_dict().items() if not k.startswith("aux_head.")}
-    assert list(plain.state_dict()) == list(shared)     # the same network, minus the head
-
-    x = random_images(2)
-    scores, _ = _run(plain, {}, x)                      # training mode
-    assert isinstance(scores, Tensor) and scores.shape == (2, 3, 64, 64)
-    mask = np.random.default_rng(1).integers(0, 3, (2, 64, 64))
-    total, terms = plain.loss(scores, {"mask": mask})
-    assert set(terms) == {"ce"}
-    np.testing.assert_allclose(total.item(), cross_entropy(scores, mask).item(), rtol=1e-6)
-
-    plain.load_state_dict(shared)                       # same weights -> same test-time scores
-    plain.eval(), full.eval()
-    with no_grad():
-        np.testing.assert_array_equal(plain(Tensor(x)).data, full(Tensor(x)).data)
+    assert_same_network_trained_on_the_final_ce(_build(), _build("no_deep_supervision"),
+                                                ["aux_head"], num_classes=3)
 
 
 # -------------------------------------------------------------------------------- errors
