@@ -6,12 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from edu_seg.bench.key_points import BACKBONE_FAMILIES, DEEP_SUPERVISION, read_key_points
+from edu_seg.bench.key_points import BACKBONE_FAMILIES, DEEP_SUPERVISION
+from edu_seg.bench.recipe import read_rows
 from edu_seg.bench.zoo import read_results
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTER = (ROOT / "chapters" / "10-key-points.md").read_text()
-KEY_POINTS = read_key_points(ROOT / "zoo" / "key_points.csv")
+KEY_POINTS = read_rows(ROOT / "zoo" / "key_points.csv")
 ZOO = {(r["model"], r["variant"]): r for r in read_results(ROOT / "zoo" / "results.csv")
        if r["supervision"] == "masks"}
 

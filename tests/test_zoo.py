@@ -3,6 +3,7 @@ their columns, merging into an existing results.csv, and clear errors for bad ch
 import csv
 import dataclasses
 
+import numpy as np
 import pytest
 
 from edu_seg import cli, models, nn
@@ -115,6 +116,8 @@ def test_zoo_writes_the_tables_and_later_runs_merge_their_rows(aux_model, tmp_pa
     assert md.count(f"| {aux_model} | ") == 4            # two rows + mIoU and boundary tables
     assert md.count("| model | default | scale |") == 2
     assert "## Boundary IoU by model and variant" in md
+    assert f"**Measured on** {unet['cpu']}, " in md
+    assert "](results.png)" in md and (out / "results.png").stat().st_size > 10_000
 
 
 def test_rows_written_before_the_boundary_column_merge_and_show_it_blank(tmp_path):
@@ -201,6 +204,33 @@ def test_a_preset_row_is_the_model_built_with_that_preset():
     paper = recipe.build_zoo_model("unet:paper", 4)
     assert (default.config.base_width, paper.config.base_width) == (16, 64)
     assert zoo.check_choices(["unet:paper", "unet"])[0] == ["unet:paper", "unet"]
+
+
+def _zoo_row(model, variant, miou, step_ms, supervision="masks"):
+    return {**dict.fromkeys(zoo.COLUMNS, "1"), "model": model, "variant": variant,
+            "supervision": supervision, "miou": miou, "step_ms": step_ms, "cpu": "Test CPU",
+            "date": "2026-01-02"}
+
+
+def test_the_picture_compares_models_at_their_default_trained_on_masks(tmp_path):
+    from edu_seg.viz.zoo import plot_zoo
+
+    rows = [_zoo_row("unet", "default", "0.9", "80"), _zoo_row("unet", "thin", "0.5", "80"),
+            _zoo_row("fcn8s", "default", "0.8", "20"),
+            _zoo_row("fcn8s:no_skips", "default", "0.3", "20"),
+            _zoo_row("unet", "default", "0.7", "80", supervision="boxes")]
+    table, cost, _colorbar = plot_zoo(rows, ["default", "thin"]).axes
+    cells = table.get_images()[0].get_array()
+    assert [t.get_text() for t in table.get_yticklabels()] == ["fcn8s", "unet"]
+    assert cells[0, 0] == 0.8 and cells[0, 1] is np.ma.masked and cells[1].tolist() == [0.9, 0.5]
+    points = sorted(tuple(c.get_offsets()[0]) for c in cost.collections)
+    assert points == [(20.0, 0.8), (80.0, 0.9)]         # default only: no preset, no boxes
+    with pytest.raises(ValueError, match="no row of a model at its default"):
+        plot_zoo(rows[3:])
+    # a table of ablation rows only has no picture, and RESULTS.md does not link one
+    zoo.write_results(rows[3:], tmp_path)
+    assert not (tmp_path / "results.png").exists()
+    assert "results.png" not in (tmp_path / "RESULTS.md").read_text()
 
 
 def test_merge_keeps_other_rows_and_sorts_by_variant_then_model():

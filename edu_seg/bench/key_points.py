@@ -37,7 +37,6 @@ Rows merge into ``key_points.csv`` by (study, model, setting, seed, train_sample
 >>> rows = run_key_points(["resolution"], out="zoo")               # doctest: +SKIP
 [1/3] resolution: deeplabv3plus, heavy part at 1/8 (seed 0, 1024 images): mIoU 0.8...
 """
-import csv
 import dataclasses
 import datetime
 import statistics
@@ -50,11 +49,11 @@ import numpy as np
 from .. import backend
 from ..models import create_backbone
 from ..train import Trainer, evaluate
-from .recipe import RECIPE, StepTimes, cpu_name, setup_row
+from .recipe import RECIPE, StepTimes, cpu_name, read_rows, setup_row, write_rows
 from .zoo import measure_trained
 
 __all__ = ["STUDIES", "BACKBONE_FAMILIES", "DEEP_SUPERVISION", "Run", "study_runs",
-           "train_and_measure_run", "run_key_points", "read_key_points", "merge_key_points",
+           "train_and_measure_run", "run_key_points", "merge_key_points",
            "write_key_points", "key_points_markdown", "COLUMNS"]
 
 STUDIES = ("backbones", "supervision", "resolution", "pretraining")
@@ -219,15 +218,6 @@ def _row_key(row):
     return tuple(str(row[k]) for k in ("study", "model", "setting", "seed", "train_samples"))
 
 
-def read_key_points(path):
-    """The rows of an existing ``key_points.csv`` (a list of dicts of str), or [] if none."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
 def merge_key_points(old, new):
     """``old`` rows with ``new`` ones added; a key in both is taken from ``new``. Sorted in
     the order the studies run (study, then the run order of :func:`study_runs`)."""
@@ -335,10 +325,7 @@ def write_key_points(rows, out):
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "key_points.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS, restval="", extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+    write_rows(out / "key_points.csv", COLUMNS, rows)
     for study, plot in STUDY_PLOTS.items():
         study_rows = [r for r in rows if r["study"] == study]
         if study_rows:
@@ -384,7 +371,7 @@ def run_key_points(studies=STUDIES, steps=300, out="zoo", quick=False,
     for i, run in enumerate(runs, 1):
         row = train_and_measure_run(run, steps, pretrain_dir=pretrain_dir,
                                     pretrain_steps=pretrain_steps)
-        write_key_points(merge_key_points(read_key_points(Path(out) / "key_points.csv"),
+        write_key_points(merge_key_points(read_rows(Path(out) / "key_points.csv"),
                                           [row]), out)
         progress(f"[{i}/{len(runs)}] {run.study}: {run.model}, {run.setting} (seed {run.seed}, "
                  f"{run.images} images): mIoU {row['miou']}, {row['step_ms']} ms/step, "

@@ -1,13 +1,15 @@
 """The zoo's recipe and the tools its tables share: how a row's model is built, the CPU it ran
-on, and how fast a model infers.
+on, how fast a model infers, and how a CSV table of rows is read and written.
 
 :mod:`edu_seg.bench.zoo` (semantic rows), :mod:`edu_seg.bench.zoo_instances` (instance rows)
 and :mod:`edu_seg.bench.speed` (inference time against accuracy) all use these, so that every
 table is built and timed one way.
 """
+import csv
 import platform
 import statistics
 import time
+from pathlib import Path
 
 from .. import models
 from ..autograd import Tensor, no_grad
@@ -15,7 +17,7 @@ from ..data import Shapes
 from ..train import TrainConfig, seed_everything
 
 __all__ = ["RECIPE", "split_preset", "build_zoo_model", "setup_row", "StepTimes", "cpu_name",
-           "median_eval_seconds", "inference_rate"]
+           "median_eval_seconds", "inference_rate", "read_rows", "write_rows"]
 
 #: The one training recipe of every zoo row (only the step budget may change, per row).
 RECIPE = {
@@ -109,3 +111,25 @@ def inference_rate(model, images, repeats=5):
     """Images per second of ``model`` in eval mode on ``images`` (N, 3, H, W), batch N
     (:func:`median_eval_seconds`)."""
     return len(images) / median_eval_seconds(model, images, repeats)
+
+
+def read_rows(path):
+    """The rows of the CSV table at ``path`` (a list of dicts of str), or [] if there is none
+    yet (a table grows row by row, so a missing file is an empty table)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def write_rows(path, columns, rows):
+    """Write ``rows`` (dicts) to the CSV table at ``path`` under the header ``columns``: a
+    column a row lacks is an empty cell, a key not in ``columns`` is left out. Returns ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, restval="", extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path

@@ -14,14 +14,13 @@ rows do, and keep the CPU, thread count and date they were measured with.
 
 >>> rows = measure_speed(["unet", "bisenet"], sizes=(64, 256))     # doctest: +SKIP
 """
-import csv
 import datetime
 from pathlib import Path
 
 import numpy as np
 
 from .. import backend
-from .recipe import RECIPE, build_zoo_model, cpu_name, median_eval_seconds
+from .recipe import RECIPE, build_zoo_model, cpu_name, median_eval_seconds, read_rows, write_rows
 from .zoo import check_choices, read_results
 
 __all__ = ["SIZES", "SPEED_COLUMNS", "inference_ms", "measure_speed", "merge_speed",
@@ -91,13 +90,7 @@ def merge_speed(old, new):
 
 def write_speed(rows, out):
     """Write ``rows`` to ``out/speed.csv``; returns its path."""
-    path = Path(out) / "speed.csv"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=SPEED_COLUMNS, restval="", extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
+    return write_rows(Path(out) / "speed.csv", SPEED_COLUMNS, rows)
 
 
 def run_speed(model_names=None, out="zoo"):
@@ -115,7 +108,7 @@ def run_speed(model_names=None, out="zoo"):
         if not model_names:
             raise ValueError(f"zoo --plot: {Path(out) / 'results.csv'} has no default-variant "
                              f"row to plot; train some first: edu-seg zoo --models MODEL")
-    speed = merge_speed(read_results(Path(out) / "speed.csv"), measure_speed(model_names))
+    speed = merge_speed(read_rows(Path(out) / "speed.csv"), measure_speed(model_names))
     csv_path = write_speed(speed, out)
     png_path = Path(out) / "speed_accuracy.png"
     plot_speed_accuracy(results, speed).savefig(png_path, dpi=120)

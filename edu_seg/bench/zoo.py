@@ -31,7 +31,6 @@ merged CSV after every row, so an interrupted run keeps the rows it finished.
 >>> rows = run_zoo(["unet"], ["default"], steps=300, out="zoo")    # doctest: +SKIP
 [1/1] unet on default: mIoU 0.9xxx, ... ms/step, ... img/s, ... s
 """
-import csv
 import datetime
 import time
 from pathlib import Path
@@ -46,7 +45,8 @@ from ..metrics import BoundaryConfusion
 from ..models.base import crop_target
 from ..train import Trainer, evaluate
 from ..weak import SUPERVISIONS, BoxSup, BoxSupConfig
-from .recipe import RECIPE, StepTimes, cpu_name, inference_rate, setup_row, split_preset
+from .recipe import (RECIPE, StepTimes, cpu_name, inference_rate, read_rows, setup_row,
+                     split_preset, write_rows)
 from .zoo_instances import (INSTANCE_RECIPE, check_instance_models,
                             instance_markdown, merge_instance_results, read_instance_results,
                             train_and_measure_instance, write_instance_results)
@@ -65,6 +65,9 @@ QUICK_VARIANTS = ("default", "context")
 COLUMNS = ("model", "variant", "supervision", "steps", "miou", "boundary_iou", "class_iou",
            "estimate_miou", "params", "flops", "step_ms", "infer_img_s", "train_s", "wall_s",
            "cpu", "threads", "date")
+
+#: The picture beside RESULTS.md: mIoU by model and variant, and mIoU against step time.
+PLOT = "results.png"
 
 
 def semantic_models():
@@ -219,12 +222,7 @@ def read_results(path):
     Rows written before the supervision column existed were trained on masks: they read as
     ``supervision="masks"``.
     """
-    path = Path(path)
-    if not path.exists():
-        return []
-    with open(path, newline="") as f:
-        return [{**row, "supervision": row.get("supervision") or "masks"}
-                for row in csv.DictReader(f)]
+    return [{**row, "supervision": row.get("supervision") or "masks"} for row in read_rows(path)]
 
 
 def _key(row):
@@ -255,6 +253,11 @@ def _label(row):
     not trained on masks."""
     supervision = _key(row)[2]
     return row["model"] if supervision == "masks" else f"{row['model']} [{supervision}]"
+
+
+def _has_plot(rows):
+    """Whether ``results.png`` is drawn: it shows the models at their default, trained on masks."""
+    return any(":" not in row["model"] and _key(row)[2] == "masks" for row in rows)
 
 
 def results_markdown(rows):
@@ -299,6 +302,12 @@ def results_markdown(rows):
         "rows only): the mIoU of the masks each round trained on, against the true masks of "
         "the training images.",
         "",
+        *([f"**Measured on** {', '.join(sorted({row['cpu'] for row in rows}))}, "
+           f"{'/'.join(sorted({str(row['threads']) for row in rows}))} thread(s), from "
+           f"{min(row['date'] for row in rows)} to {max(row['date'] for row in rows)} (each "
+           "row says its own).", ""] if rows else []),
+        *([f"![mIoU of every model on every variant, and mIoU against step time]({PLOT})", ""]
+          if _has_plot(rows) else []),
         "| model | variant | supervision | steps | mIoU | boundary IoU | per-class IoU "
         "| estimate mIoU by round | params | MFLOPs | step ms | infer img/s | train s | wall s "
         "| CPU | threads | date |",
@@ -325,15 +334,17 @@ def results_markdown(rows):
 
 
 def write_results(rows, out):
-    """Write ``rows`` to ``out/results.csv`` and ``out/RESULTS.md``; returns the two paths."""
+    """Write ``rows`` to ``out/results.csv`` and ``out/RESULTS.md``, and draw ``out/results.png``
+    (:func:`edu_seg.viz.zoo.plot_zoo`) when a row is a model at its default; returns the paths
+    of the CSV and the Markdown."""
+    from ..viz.zoo import plot_zoo
+
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    csv_path, md_path = out / "results.csv", out / "RESULTS.md"
-    with open(csv_path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS, restval="", extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+    csv_path, md_path = write_rows(out / "results.csv", COLUMNS, rows), out / "RESULTS.md"
     md_path.write_text(results_markdown(rows) + instance_markdown(read_instance_results(out)))
+    if _has_plot(rows):
+        plot_zoo(rows, [v for v in VARIANTS if any(r["variant"] == v for r in rows)]).savefig(
+            out / PLOT, dpi=100)
     return csv_path, md_path
 
 

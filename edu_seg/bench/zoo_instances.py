@@ -17,7 +17,6 @@ learning rate (1e-3) and step budget (640) that ``edu-seg train --model mask_rcn
 chapter 5 measured (:data:`INSTANCE_RECIPE`), rather than the semantic rows' 3e-3 and 300
 steps, which were never tried on the detector. Rows merge by model, like the semantic rows.
 """
-import csv
 import datetime
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ import numpy as np
 
 from .. import backend, models
 from ..train import Trainer, evaluate_instances
-from .recipe import RECIPE, StepTimes, cpu_name, inference_rate, setup_row
+from .recipe import RECIPE, StepTimes, cpu_name, inference_rate, read_rows, setup_row, write_rows
 
 __all__ = ["INSTANCE_MODELS", "INSTANCE_RECIPE", "INSTANCE_COLUMNS", "check_instance_models",
            "train_and_measure_instance", "read_instance_results", "merge_instance_results",
@@ -102,11 +101,7 @@ def train_and_measure_instance(label, steps, on_step=None):
 
 def read_instance_results(out):
     """The rows of ``out/instance_results.csv`` (dicts of str), or [] if there is none."""
-    path = Path(out) / _FILE
-    if not path.exists():
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+    return read_rows(Path(out) / _FILE)
 
 
 def merge_instance_results(old, new):
@@ -118,14 +113,7 @@ def merge_instance_results(old, new):
 
 def write_instance_results(rows, out):
     """Write ``rows`` to ``out/instance_results.csv``; returns its path."""
-    path = Path(out) / _FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=INSTANCE_COLUMNS, restval="",
-                                extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
+    return write_rows(Path(out) / _FILE, INSTANCE_COLUMNS, rows)
 
 
 def instance_markdown(rows):

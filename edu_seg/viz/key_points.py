@@ -1,6 +1,6 @@
 """Pictures for chapter 10 (key points), drawn from the rows of ``key_points.csv``.
 
-Each function takes the rows of one study (:func:`edu_seg.bench.key_points.read_key_points`,
+Each function takes the rows of one study (:func:`edu_seg.bench.recipe.read_rows`,
 filtered by ``study``) and returns a ``matplotlib.figure.Figure`` (headless-safe).
 
 - :func:`plot_backbones`: mIoU against training step time, one point per backbone family.
