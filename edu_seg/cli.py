@@ -456,7 +456,7 @@ def cmd_zoo(args):
     try:
         run_zoo(models_, variants, args.steps, args.out, progress=not args.no_progress,
                 supervisions=args.supervision, instance_models=instances,
-                instance_steps=args.instance_steps)
+                instance_steps=args.instance_steps, jobs=args.jobs)
     except KeyboardInterrupt:
         raise Interrupted(f"edu-seg zoo: interrupted; the rows finished so far are in "
                           f"{Path(args.out) / 'results.csv'} and RESULTS.md (a rerun merges "
@@ -725,12 +725,16 @@ def build_parser():
                    "(default: 640, the recipe edu-seg train uses for Mask R-CNN)")
     p.add_argument("--all", action="store_true", help="the whole table: every semantic model "
                    "on default, scale, context, thin and boundary, then Mask R-CNN with "
-                   "RoIAlign and RoIPool and R-CNN's regions scored by mask AP (about 100 "
-                   "minutes on 2 quiet cores)")
+                   "RoIAlign and RoIPool and R-CNN's regions scored by mask AP (about 2 h 20 min on "
+                   "2 cores of an AMD EPYC)")
     p.add_argument("--quick", action="store_true", help="a subset in minutes: unet, fcn8s, "
                    "bisenet, icnet, deeplabv3, denseaspp on default and context")
     p.add_argument("--out", default="zoo", help="folder of RESULTS.md and results.csv; rows "
                    "merge into an existing results.csv by (model, variant, supervision)")
+    p.add_argument("--jobs", type=int, default=1, help="rows trained at once, each in its "
+                   "own process with THREADS/JOBS threads (--all --jobs 2 on 2 cores: two "
+                   "1-thread rows at a time, which finishes sooner than one 2-thread row at a "
+                   "time; each row records its thread count)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--plot", action="store_true", help="train nothing: time each model's "
                    "inference on one 64x64 and one 256x256 image (--models, default: every "

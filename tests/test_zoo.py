@@ -286,6 +286,33 @@ def test_quick_runs_its_subset(small_recipe, tmp_path, capsys):
         (m, v) for m in zoo.QUICK_MODELS for v in zoo.QUICK_VARIANTS}
 
 
+MEASURED = ("model", "variant", "supervision", "steps", "miou", "boundary_iou", "class_iou",
+            "params", "flops", "threads")
+
+
+def test_rows_run_in_worker_processes_are_the_rows_of_one_process(small_recipe, tmp_path,
+                                                                   capsys):
+    """--jobs 2 --threads 2 trains two 1-thread rows at a time, in spawned processes that get
+    the parent's recipe (here the suite's small one): the rows are those of a 1-thread run."""
+    argv = ["zoo", "--models", "unet", "fcn8s", "--steps", "2", "--no-progress"]
+    assert cli.main(argv + ["--threads", "1", "--out", str(tmp_path / "one")]) == 0
+    assert cli.main(argv + ["--threads", "2", "--jobs", "2", "--out", str(tmp_path / "two")]) == 0
+    assert "2 rows at a time with 1 thread(s) each" in capsys.readouterr().out
+    (_, one), (_, two) = _rows(tmp_path / "one"), _rows(tmp_path / "two")
+    assert [[r[k] for k in MEASURED] for r in two] == [[r[k] for k in MEASURED] for r in one]
+    assert {r["threads"] for r in two} == {"1"}
+
+
+def test_a_failing_row_in_a_worker_stops_the_run_with_its_error(small_recipe, monkeypatch,
+                                                                 tmp_path):
+    monkeypatch.setitem(recipe.RECIPE, "batch_size", 0)     # reaches the workers, which fail
+    with pytest.raises(ValueError, match="batch_size"):
+        zoo.run_zoo(["unet", "fcn8s"], steps=1, out=tmp_path, progress=False, jobs=2)
+    assert zoo.read_results(tmp_path / "results.csv") == []
+    with pytest.raises(ValueError, match="--jobs must be a positive int, got 0"):
+        zoo.run_zoo(["unet"], jobs=0, out=tmp_path)
+
+
 def test_all_means_every_semantic_model_every_variant_and_the_instance_rows(monkeypatch):
     seen = {}
     monkeypatch.setattr(zoo, "run_zoo", lambda *a, **k: seen.update(args=a, kwargs=k) or [])

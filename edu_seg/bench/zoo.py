@@ -349,8 +349,40 @@ def write_results(rows, out):
 
 
 # ---------------------------------------------------------------------------------- the run
+def _run_row(name, variant, supervision, steps, on_step=None):
+    """Train and measure one row: an instance row when ``variant`` is None."""
+    if variant is None:
+        return train_and_measure_instance(name, steps, on_step)
+    return train_and_measure(name, variant, steps, on_step, supervision)
+
+
+def _run_row_in_worker(threads, recipes, task):
+    """One row in a worker process of ``run_zoo(jobs=...)``. A spawned process imports the
+    package afresh, so it gets the parent's thread share and recipes explicitly (a recipe
+    changed in the parent, as the tests do, must be the one trained)."""
+    backend.set_num_threads(threads)
+    RECIPE.update(recipes[0])
+    INSTANCE_RECIPE.update(recipes[1])
+    return _run_row(*task)
+
+
+def _save_row(row, label, variant, out, write):
+    """Merge a finished row into the tables in ``out`` and print its line."""
+    if variant is None:
+        write_instance_results(merge_instance_results(read_instance_results(out), [row]), out)
+        write_results(read_results(Path(out) / "results.csv"), out)
+        write(f"{label}: mask AP {row['mask_ap']} (AP50 {row['mask_ap50']}), box AP "
+              f"{row['box_ap']}, {row['step_ms']} ms/step, {row['wall_s']} s")
+    else:
+        write_results(merge_results(read_results(Path(out) / "results.csv"), [row]), out)
+        write(f"{label}: mIoU {row['miou']}, boundary IoU {row['boundary_iou']}, "
+              f"{row['step_ms']} ms/step, {row['infer_img_s']} img/s, {row['wall_s']} s"
+              + (f"; training masks' mIoU by round {row['estimate_miou']}"
+                 if row["estimate_miou"] else ""))
+
+
 def run_zoo(model_names=None, variants=("default",), steps=300, out="zoo", progress=True,
-            supervisions=("masks",), instance_models=(), instance_steps=None):
+            supervisions=("masks",), instance_models=(), instance_steps=None, jobs=1):
     """Train and measure every (model, variant, supervision), then every instance model; merge
     each row into ``out`` as it ends.
 
@@ -367,7 +399,8 @@ def run_zoo(model_names=None, variants=("default",), steps=300, out="zoo", progr
         Folder of ``results.csv``, ``instance_results.csv`` and ``RESULTS.md``.
     progress : bool
         One tqdm bar over all steps of the run, described ``[i/n] MODEL on VARIANT`` with
-        the row's step; a line per finished row is printed either way.
+        the row's step (with ``jobs`` > 1 it advances when a row ends); a line per finished
+        row is printed either way.
     supervisions : list of str
         :data:`edu_seg.weak.SUPERVISIONS` (default: masks only).
     instance_models : list of str
@@ -375,14 +408,21 @@ def run_zoo(model_names=None, variants=("default",), steps=300, out="zoo", progr
         AP (:mod:`edu_seg.bench.zoo_instances`).
     instance_steps : int, optional
         Optimiser steps per instance row (default: the instance recipe's).
+    jobs : int
+        Rows trained at once, each in its own process with ``threads // jobs`` of the
+        threads (at least 1). The convolutions gain less than 2x from a second thread, so
+        on 2 cores two 1-thread rows at a time finish the table sooner than one 2-thread row
+        at a time; each row records the thread count it ran with, and its step time is
+        that of one row sharing the machine with another.
 
     Returns
     -------
     list of dict
-        The rows this run measured (semantic rows, then instance rows).
+        The rows this run measured, in the order they ended.
     """
     instance_steps = INSTANCE_RECIPE["steps"] if instance_steps is None else instance_steps
-    for name, value in (("--steps", steps), ("--instance-steps", instance_steps)):
+    for name, value in (("--steps", steps), ("--instance-steps", instance_steps),
+                        ("--jobs", jobs)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"zoo: {name} must be a positive int, got {value!r}")
     from tqdm.auto import tqdm
@@ -395,44 +435,71 @@ def run_zoo(model_names=None, variants=("default",), steps=300, out="zoo", progr
     rows_to_run = [(name, variant, supervision, steps) for variant in variants
                    for name in names for supervision in supervisions]
     rows_to_run += [(name, None, None, instance_steps) for name in instance_models]
+    labels = [f"[{i}/{len(rows_to_run)}] {name}"
+              + (" (instances)" if variant is None else f" on {variant}")
+              + ("" if supervision in (None, "masks") else f" from {supervision}")
+              for i, (name, variant, supervision, _) in enumerate(rows_to_run, 1)]
+    threads = max(1, backend.get_num_threads() // jobs)
     print(f"zoo: {len(names)} model(s) x {len(variants)} variant(s) x {len(supervisions)} "
           f"supervision(s), {steps} steps each"
           + (f", and {len(instance_models)} instance model(s), {instance_steps} steps each"
              if instance_models else "")
-          + f", {backend.get_num_threads()} thread(s); results in {Path(out)}/", flush=True)
+          + (f", {jobs} rows at a time with {threads} thread(s) each" if jobs > 1
+             else f", {threads} thread(s)") + f"; results in {Path(out)}/", flush=True)
     bar = tqdm(total=sum(r[3] for r in rows_to_run), unit="step", disable=not progress,
                dynamic_ncols=True)
     rows = []
     try:
-        for i, (name, variant, supervision, row_steps) in enumerate(rows_to_run, 1):
-            label = f"[{i}/{len(rows_to_run)}] {name}" + (
-                " (instances)" if variant is None else f" on {variant}") + (
-                "" if supervision in (None, "masks") else f" from {supervision}")
-            bar.set_description(label)
+        if jobs == 1:
+            for label, task in zip(labels, rows_to_run):
+                bar.set_description(label)
 
-            def on_step(trainer, info):
-                bar.update(1)
-                bar.set_postfix_str(f"step {info['step']}/{row_steps}, loss "
-                                    f"{info['loss']:.3f}")
+                def on_step(trainer, info, row_steps=task[3]):
+                    bar.update(1)
+                    bar.set_postfix_str(f"step {info['step']}/{row_steps}, loss "
+                                        f"{info['loss']:.3f}")
 
-            if variant is None:
-                row = train_and_measure_instance(name, row_steps, on_step)
-                write_instance_results(merge_instance_results(read_instance_results(out),
-                                                              [row]), out)
-                write_results(read_results(Path(out) / "results.csv"), out)
-                tqdm.write(f"{label}: mask AP {row['mask_ap']} (AP50 {row['mask_ap50']}), "
-                           f"box AP {row['box_ap']}, {row['step_ms']} ms/step, "
-                           f"{row['wall_s']} s")
-            else:
-                row = train_and_measure(name, variant, row_steps, on_step, supervision)
-                write_results(merge_results(read_results(Path(out) / "results.csv"), [row]),
-                              out)
-                tqdm.write(f"{label}: mIoU {row['miou']}, boundary IoU {row['boundary_iou']}, "
-                           f"{row['step_ms']} ms/step, {row['infer_img_s']} img/s, "
-                           f"{row['wall_s']} s" + (f"; training masks' mIoU by round "
-                                                   f"{row['estimate_miou']}"
-                                                   if row["estimate_miou"] else ""))
-            rows.append(row)
+                rows.append(_run_row(*task, on_step))
+                _save_row(rows[-1], label, task[1], out, tqdm.write)
+        else:
+            rows = _run_rows_in_workers(rows_to_run, labels, jobs, threads, out, bar)
     finally:
         bar.close()
+    return rows
+
+
+def _run_rows_in_workers(rows_to_run, labels, jobs, threads, out, bar):
+    """``run_zoo``'s rows in ``jobs`` spawned worker processes; the parent alone writes the
+    tables, as each row ends. A failed row stops the run with its error: no new row starts,
+    the rows already running end and are kept."""
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    from tqdm.auto import tqdm
+
+    rows, recipes, error = [], (dict(RECIPE), dict(INSTANCE_RECIPE)), None
+    # spawn, not fork: a forked child inherits the parent's OpenMP and BLAS thread pools
+    # in an undefined state, and can hang in its first parallel region.
+    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        pending = {pool.submit(_run_row_in_worker, threads, recipes, task): i
+                   for i, task in enumerate(rows_to_run)}
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                i = pending.pop(future)
+                if future.cancelled():
+                    continue
+                if future.exception() is not None:
+                    error = error or future.exception()
+                    for other in pending:
+                        other.cancel()          # only rows not yet started can be
+                    continue
+                rows.append(future.result())
+                bar.update(rows_to_run[i][3])
+                _save_row(rows[-1], labels[i], rows_to_run[i][1], out, tqdm.write)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    if error is not None:
+        raise error
     return rows
