@@ -94,7 +94,7 @@ KERNEL_CONTRACT = {
 BACKEND_EXTRAS = {
     # The textbook's other views of the same operation, which chapters 02 and 03 compare.
     "numpy": {"conv": ("conv2d_naive", "conv_transpose2d_scatter",
-                       "conv_transpose2d_zero_insertion"),
+                       "conv_transpose2d_zero_insertion", "conv2d_winograd"),
               # the geometry the reference spells out step by step for the pictures
               "roi": ("bilinear_neighbours", "roi_align_sample_points", "roi_pool_bins")},
     # Introspection of the compiled core (show_config, the thread tests).

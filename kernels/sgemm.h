@@ -29,6 +29,7 @@
 #define EDU_SEG_SGEMM_H
 
 #include <stdlib.h>
+#include <string.h>
 
 #define EDU_MR 8
 #define EDU_NR 32
@@ -39,11 +40,80 @@
 typedef float edu_vec16 __attribute__((vector_size(64)));                 /* aligned loads */
 typedef float edu_vec16u __attribute__((vector_size(64), aligned(4)));    /* unaligned */
 
+/* Packing op(A) = A or op(B) = Bᵀ turns rows of the source into k-major panels: a transpose.
+ * One float at a time that is a scattered store per float, and it cost more than the products
+ * in the weight gradient of a conv (16 output channels, 144 (c, kh, kw) columns, a thousand
+ * pixels to sum over: every packed float is used only 16 times). So full 16 x 16 blocks are
+ * transposed in registers, with the classic butterfly: stage s exchanges bit s of the row
+ * index with bit s of the column index, for s = 8, 4, 2, 1, by two-register shuffles. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define EDU_BLOCK_TRANSPOSE 1
+typedef int edu_idx16 __attribute__((vector_size(64)));
+
+/* r[i] holds row i of a 16 x 16 block; afterwards r[i] holds column i. */
+static inline void edu_transpose16(edu_vec16 r[16]) {
+    static const edu_idx16 lo[4] = {
+        {0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23},           /* s = 8 */
+        {0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27},         /* s = 4 */
+        {0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29},         /* s = 2 */
+        {0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30}};       /* s = 1 */
+    static const edu_idx16 hi[4] = {
+        {8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31},
+        {4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31},
+        {2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31},
+        {1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31}};
+#pragma GCC unroll 4
+    for (int stage = 0; stage < 4; stage++)
+#pragma GCC unroll 16
+        for (int i = 0; i < 16; i++) {
+            int s = 8 >> stage;
+            if (!(i & s)) {
+                edu_vec16 a = r[i], b = r[i + s];
+                r[i] = __builtin_shuffle(a, b, lo[stage]);
+                r[i + s] = __builtin_shuffle(a, b, hi[stage]);
+            }
+        }
+}
+
+/* dst[kk * ld_dst + i] = src[i * ld_src + kk] for i, kk < 16: one 16 x 16 block, transposed. */
+static inline void edu_transpose_block(const float *src, long ld_src, float *dst, long ld_dst) {
+    edu_vec16 r[16];
+    for (int i = 0; i < 16; i++)
+        r[i] = *(const edu_vec16u *)(src + i * ld_src);
+    edu_transpose16(r);
+    for (int kk = 0; kk < 16; kk++)
+        *(edu_vec16u *)(dst + kk * ld_dst) = r[kk];
+}
+#endif
+
 /* Rows [i0, i0 + m) and columns [k0, k0 + kc) of op(A) into panels of EDU_MR rows:
  * Ap[panel][k][i] = op(A)[i0 + panel * EDU_MR + i, k0 + k], zero past row m. */
 static void edu_pack_a(int trans, const float *A, int lda, int i0, int m, int k0, int kc,
                        float *Ap) {
-    for (int p = 0; p < m; p += EDU_MR, Ap += (long)kc * EDU_MR) {
+    int p = 0;
+#ifdef EDU_BLOCK_TRANSPOSE
+    /* two full panels (16 rows) of a row-major A at a time: 16 x 16 blocks, transposed; the
+     * block's 16 floats for one k are 8 for this panel and 8 for the next */
+    if (!trans) {
+        for (; p + 16 <= m; p += 16, Ap += 2L * kc * EDU_MR) {
+            int k = 0;
+            for (; k + 16 <= kc; k += 16) {
+                float block[16][16] __attribute__((aligned(64)));
+                edu_transpose_block(A + (long)(i0 + p) * lda + k0 + k, lda, &block[0][0], 16);
+                for (int kk = 0; kk < 16; kk++)
+                    for (int i = 0; i < EDU_MR; i++) {
+                        Ap[(k + kk) * EDU_MR + i] = block[kk][i];
+                        Ap[(long)kc * EDU_MR + (k + kk) * EDU_MR + i] = block[kk][EDU_MR + i];
+                    }
+            }
+            for (; k < kc; k++)
+                for (int i = 0; i < 16; i++)
+                    Ap[(i / EDU_MR) * (long)kc * EDU_MR + k * EDU_MR + i % EDU_MR] =
+                        A[(long)(i0 + p + i) * lda + k0 + k];
+        }
+    }
+#endif
+    for (; p < m; p += EDU_MR, Ap += (long)kc * EDU_MR) {
         int mr = m - p < EDU_MR ? m - p : EDU_MR;
         for (int k = 0; k < kc; k++) {
             float *dst = Ap + k * EDU_MR;
@@ -71,14 +141,26 @@ static void edu_pack_b(int trans, const float *B, int ldb, int k0, int kc, int j
                     Bp[k * EDU_NR + j] = 0.f;
             }
         } else {            /* op(B) = Bᵀ: read each row of B once, contiguously */
-            for (int j = 0; j < nr; j++) {
+            int j = 0;
+#ifdef EDU_BLOCK_TRANSPOSE
+            for (; j + 16 <= nr; j += 16) {     /* 16 rows of B: 16 x 16 blocks, transposed */
+                int k = 0;
+                for (; k + 16 <= kc; k += 16)
+                    edu_transpose_block(B + (long)(j0 + q + j) * ldb + k0 + k, ldb,
+                                        Bp + k * EDU_NR + j, EDU_NR);
+                for (; k < kc; k++)
+                    for (int jj = j; jj < j + 16; jj++)
+                        Bp[k * EDU_NR + jj] = B[(long)(j0 + q + jj) * ldb + k0 + k];
+            }
+#endif
+            for (; j < nr; j++) {
                 const float *src = B + (long)(j0 + q + j) * ldb + k0;
                 for (int k = 0; k < kc; k++)
                     Bp[k * EDU_NR + j] = src[k];
             }
-            for (int k = 0; k < kc; k++)
-                for (int j = nr; j < EDU_NR; j++)
-                    Bp[k * EDU_NR + j] = 0.f;
+            if (nr < EDU_NR)
+                for (int k = 0; k < kc; k++)
+                    memset(Bp + k * EDU_NR + nr, 0, sizeof(float) * (EDU_NR - nr));
         }
     }
 }
@@ -124,21 +206,38 @@ static void edu_micro_kernel(int kc, const float *restrict Ap, const float *rest
     }
 }
 
-/* Row-major C (M x N, row stride ldc) = op(A) @ op(B) + beta * C, where op(A) is M x K
- * (A is M x K with row stride lda, or K x M if transA) and op(B) is K x N (B is K x N with
- * row stride ldb, or N x K if transB). Returns 0, or -1 if the packing buffers could not be
- * allocated (C is then untouched). */
-static int edu_sgemm(int transA, int transB, int M, int N, int K, const float *A, int lda,
-                     const float *B, int ldb, float beta, float *C, int ldc) {
+/* The number of floats edu_pack_a_whole writes for an M x K op(A). */
+static long edu_packed_a_size(int M, int K) {
+    return (long)((M + EDU_MR - 1) / EDU_MR) * EDU_MR * (K > 0 ? K : 0);
+}
+
+/* All of op(A) (M x K) packed once, for a caller that multiplies the same A by many Bs (a
+ * conv's weights by every tile of the batch): for each block of EDU_KC values of k starting
+ * at k0, its panels of EDU_MR rows as edu_pack_a lays them out, at Ap + k0 * (M rounded up
+ * to EDU_MR). Packing is then done once per call instead of once per product. */
+static void edu_pack_a_whole(int transA, const float *A, int lda, int M, int K, float *Ap) {
+    long m_pad = (long)((M + EDU_MR - 1) / EDU_MR) * EDU_MR;
+    for (int k0 = 0; k0 < K; k0 += EDU_KC)
+        edu_pack_a(transA, A, lda, 0, M, k0, K - k0 < EDU_KC ? K - k0 : EDU_KC, Ap + k0 * m_pad);
+}
+
+/* The loop nest of both entry points below. A_whole is op(A) packed by edu_pack_a_whole, or
+ * NULL: then each block of A is packed here from A. */
+static int edu_sgemm_loops(int transA, int transB, int M, int N, int K, const float *A, int lda,
+                           const float *A_whole, const float *B, int ldb, float beta, float *C,
+                           int ldc) {
     if (M <= 0 || N <= 0)
         return 0;
-    float *Ap = aligned_alloc(64, sizeof(float) * EDU_MC * EDU_KC);
-    float *Bp = aligned_alloc(64, sizeof(float) * EDU_KC * (EDU_NC + EDU_NR));
-    if (Ap == NULL || Bp == NULL) {
+    /* B's packing buffer holds one block: EDU_KC rows of at most EDU_NC columns */
+    int n_pad = N < EDU_NC ? (N + EDU_NR - 1) / EDU_NR * EDU_NR : EDU_NC;
+    float *Ap = A_whole ? NULL : aligned_alloc(64, sizeof(float) * EDU_MC * EDU_KC);
+    float *Bp = aligned_alloc(64, sizeof(float) * EDU_KC * n_pad);
+    if ((Ap == NULL && A_whole == NULL) || Bp == NULL) {
         free(Ap);
         free(Bp);
         return -1;
     }
+    long m_pad = (long)((M + EDU_MR - 1) / EDU_MR) * EDU_MR;
     if (K <= 0) {           /* an empty sum: C = beta * C */
         for (int i = 0; i < M; i++)
             for (int j = 0; j < N; j++)
@@ -152,10 +251,16 @@ static int edu_sgemm(int transA, int transB, int M, int N, int K, const float *A
             edu_pack_b(transB, B, ldb, k0, kc, j0, nc, Bp);
             for (int i0 = 0; i0 < M; i0 += EDU_MC) {
                 int mc = M - i0 < EDU_MC ? M - i0 : EDU_MC;
-                edu_pack_a(transA, A, lda, i0, mc, k0, kc, Ap);
+                const float *Ablock;
+                if (A_whole) {
+                    Ablock = A_whole + k0 * m_pad + (long)i0 * kc;
+                } else {
+                    edu_pack_a(transA, A, lda, i0, mc, k0, kc, Ap);
+                    Ablock = Ap;
+                }
                 for (int q = 0; q < nc; q += EDU_NR)
                     for (int p = 0; p < mc; p += EDU_MR)
-                        edu_micro_kernel(kc, Ap + (long)p * kc, Bp + (long)q * kc, b,
+                        edu_micro_kernel(kc, Ablock + (long)p * kc, Bp + (long)q * kc, b,
                                          C + (long)(i0 + p) * ldc + j0 + q, ldc,
                                          mc - p < EDU_MR ? mc - p : EDU_MR,
                                          nc - q < EDU_NR ? nc - q : EDU_NR);
@@ -165,6 +270,21 @@ static int edu_sgemm(int transA, int transB, int M, int N, int K, const float *A
     free(Ap);
     free(Bp);
     return 0;
+}
+
+/* Row-major C (M x N, row stride ldc) = op(A) @ op(B) + beta * C, where op(A) is M x K
+ * (A is M x K with row stride lda, or K x M if transA) and op(B) is K x N (B is K x N with
+ * row stride ldb, or N x K if transB). Returns 0, or -1 if the packing buffers could not be
+ * allocated (C is then untouched). */
+static int edu_sgemm(int transA, int transB, int M, int N, int K, const float *A, int lda,
+                     const float *B, int ldb, float beta, float *C, int ldc) {
+    return edu_sgemm_loops(transA, transB, M, N, K, A, lda, NULL, B, ldb, beta, C, ldc);
+}
+
+/* The same with op(A) already packed by edu_pack_a_whole; the result is bit-identical. */
+static int edu_sgemm_prepacked(int transB, int M, int N, int K, const float *A_whole,
+                               const float *B, int ldb, float beta, float *C, int ldc) {
+    return edu_sgemm_loops(0, transB, M, N, K, NULL, 0, A_whole, B, ldb, beta, C, ldc);
 }
 
 #endif
