@@ -49,13 +49,15 @@ The output is cut into 2x2 tiles, ``TH = ⌈OH/2⌉`` rows of ``TW = ⌈OW/2⌉`
 A work item is a *block* of consecutive tile rows of the batch (it may span samples, so small
 maps still make GEMMs of useful width). Each thread transforms its block's inputs into its own
 workspace (V, then M; both sized to stay in the core's L2 cache), runs the 16 GEMMs
-single-threaded, and writes its own output rows: no two items touch the same memory. The block
-size depends on the shapes only, and every sum is in a fixed order, so the result does not
-depend on the thread count.
+single-threaded, and writes its own output rows: no two items touch the same memory. The
+weight gradient sums over all tiles instead: the blocks are cut into a few fixed chunks, each
+summed into its own partial (16, C_out, C) by one thread, and the partials are added in chunk
+order at the end. Blocks and chunks depend on the shapes only, and every sum is in a fixed
+order, so the result does not depend on the thread count.
 
-The transforms are written so that the compiler can vectorise them: the input row is split
-into its even and odd columns first, after which every tile's column transform is an
-operation between two contiguous arrays, one lane per tile.
+The transforms (``kernels/winograd.h``) are written so that the compiler can vectorise them:
+each input row is split into its even and odd columns first, after which every tile's column
+transform is an operation between two contiguous arrays, one lane per tile.
 """
 import numpy as np
 
