@@ -4,8 +4,8 @@ Shape of the targets: features N2 C64 32×32 (float32), 128 boxes of 16–128 px
 image, spatial_scale 1/8, output 7×7, sampling_ratio 2, aligned=True.
 
 torchvision is the baseline. Where ``torch.ops.torchvision`` imports, it is timed in this
-process (its CPU kernels are single-threaded); otherwise the figures published in issue 5
-(measured on this machine: 2.1 ms forward, 15.5 ms forward+backward) are used and marked so.
+process (its CPU kernels are single-threaded); otherwise the figures of
+:data:`PUBLISHED_TORCHVISION` are used and marked so.
 """
 import numpy as np
 
@@ -17,8 +17,12 @@ from edu_seg.ops.roi import roi_align, roi_pool
 
 TITLE = "RoIAlign, RoIPool and NMS"
 
-#: Issue 5's torchvision figures (ms, one thread), used when torchvision cannot be imported.
-PUBLISHED_TORCHVISION = {"roi_align fwd": 2.1, "roi_align fwd+bwd": 15.5}
+#: torchvision's times (ms, medians, one thread) on this problem, used when torchvision cannot be
+#: imported here: measured 2026-11-29 on the AMD EPYC machine, in a separate virtual
+#: environment with torch 2.14.1 and torchvision 0.29.1 (PyPI's torchvision does not load
+#: beside the PyTorch this project's environment installs), with the same inputs and timing.
+PUBLISHED_TORCHVISION = {"roi_align fwd": 3.1, "roi_align fwd+bwd": 24.6,
+                         "roi_pool fwd": 2.36, "roi_pool fwd+bwd": 4.08}
 
 
 def _torchvision_ops():
@@ -110,18 +114,33 @@ def run():
             from torchvision.ops import roi_align as tv_roi_align
             tv_roi_align(xg, tb, 7, 1 / 8, 2, True).backward(tdy)
 
+        def tv_pool_fwd():
+            from torchvision.ops import roi_pool as tv_roi_pool
+            with torch.no_grad():
+                tv_roi_pool(tx, tb, 7, 1 / 8)
+
+        def tv_pool_fwd_bwd():
+            from torchvision.ops import roi_pool as tv_roi_pool
+            xg = tx.clone().requires_grad_(True)
+            tv_roi_pool(xg, tb, 7, 1 / 8).backward(tdy)
+
         base = (time_fn(tv_fwd)[0], time_fn(tv_fwd_bwd)[0])
-        rows.append(["roi_align", "torchvision, 1 thr", f"{base[0]:.3f}", f"{base[1]:.3f}",
-                     "n/a", "", "1.00 / 1.00"])
+        pool_base = (time_fn(tv_pool_fwd)[0], time_fn(tv_pool_fwd_bwd)[0])
+        for op, (f, fb) in (("roi_align", base), ("roi_pool", pool_base)):
+            rows.append([op, "torchvision, 1 thr", f"{f:.3f}", f"{fb:.3f}", "n/a", "",
+                         "1.00 / 1.00"])
         notes.append("torchvision measured in this process.")
     else:
-        base = (PUBLISHED_TORCHVISION["roi_align fwd"], PUBLISHED_TORCHVISION["roi_align fwd+bwd"])
-        rows.append(["roi_align", "torchvision (published)", f"{base[0]:.1f}", f"{base[1]:.1f}",
-                     "n/a", "", "1.00 / 1.00"])
-        notes.append("torchvision's compiled ops do not load beside this PyTorch, so its row "
-                     "is issue 5's published figure for this machine, not a measurement.")
+        base, pool_base = ((PUBLISHED_TORCHVISION[f"{op} fwd"], PUBLISHED_TORCHVISION[f"{op} fwd+bwd"])
+                           for op in ("roi_align", "roi_pool"))
+        for op, (f, fb) in (("roi_align", base), ("roi_pool", pool_base)):
+            rows.append([op, "torchvision (published)", f"{f:.2f}", f"{fb:.2f}", "n/a", "",
+                         "1.00 / 1.00"])
+        notes.append("torchvision's compiled ops do not load beside this PyTorch, so its rows "
+                     "are figures measured in a separate environment (PUBLISHED_TORCHVISION in "
+                     "bench_roi.py says where and when), not measurements of this run.")
     rows += _roi_rows("roi_align", roi_align, align_kw, x, boxes, dy, base)
-    rows += _roi_rows("roi_pool", roi_pool, pool_kw, x, boxes, dy, None)
+    rows += _roi_rows("roi_pool", roi_pool, pool_kw, x, boxes, dy, pool_base)
     table = md_table(["op", "implementation", "fwd ms", "fwd+bwd ms", "fwd+bwd extra MB",
                       "vs reference (fwd / fwd+bwd)", "× torchvision time (fwd / fwd+bwd)"],
                      rows)

@@ -9,7 +9,11 @@ The per-op profile wraps every ``Function.forward``/``backward`` with a timer fo
 (inside this benchmark only), so it shows where a step's milliseconds go; "Python and
 autograd overhead" is the rest of the step.
 """
+import json
+import os
 import statistics
+import subprocess
+import sys
 import time
 
 import edu_seg  # first: sets OPENBLAS_CORETYPE before NumPy loads BLAS
@@ -194,6 +198,50 @@ def _interleaved(fns, rounds):
     return {name: (statistics.median(s), min(s)) for name, s in samples.items()}
 
 
+# ------------------------------------------------------------------ resident memory (RSS)
+def _rss_mb(field="VmRSS"):
+    """This process's resident set size now (VmRSS), or its peak (VmHWM), in MiB (Linux)."""
+    with open("/proc/self/status") as f:
+        line = next(line for line in f if line.startswith(field + ":"))
+    return int(line.split()[1]) / 1024
+
+
+def rss_probe(name, threads):
+    """In a fresh process: resident MiB once the framework is imported, and the peak while a
+    model is built and trained for 4 steps.
+
+    tracemalloc sees only NumPy's arrays, and nothing of PyTorch's allocator; the operating
+    system's count of resident pages sees both the same way. The difference between the two
+    figures is what training this model costs in memory (weights, optimizer state,
+    activations, gradients, workspaces), without the libraries' own code and data.
+    (getrusage's maximum would not do: Linux carries it over from the parent process.)
+    """
+    set_threads(threads)
+    if name == "pytorch":
+        import torch
+        torch.set_num_threads(threads)
+        torch.manual_seed(0)
+    base = _rss_mb()
+    with open("/proc/self/clear_refs", "w") as f:   # restart the peak (VmHWM) from here
+        f.write("5")
+    step = torch_step_fn(torch) if name == "pytorch" else _on_backend(name, edu_step_fn()[2])
+    for _ in range(4):
+        step()
+    return {"base": base, "peak": _rss_mb("VmHWM")}
+
+
+def _rss_rows(names, threads):
+    """rss_probe for each name, each in its own Python process."""
+    rows = []
+    for name in names:
+        out = subprocess.run([sys.executable, __file__, "--rss", name, str(threads)],
+                             capture_output=True, text=True, check=True).stdout
+        r = json.loads(out.strip().splitlines()[-1])
+        rows.append((name, threads, f"{r['base']:.0f}", f"{r['peak']:.0f}",
+                     f"{r['peak'] - r['base']:.0f}"))
+    return rows
+
+
 def run():
     torch = torch_or_none()
     model, _, _ = edu_step_fn()
@@ -229,6 +277,8 @@ def run():
         model, opt, step = edu_step_fn()
         profile = profile_step(step, opt)
 
+    rss = _rss_rows(["cython", "numpy"] + (["pytorch"] if torch is not None else []), 2) \
+        if os.path.exists("/proc/self/clear_refs") else []
     n_params = sum(p.size for p in model.parameters())
     text = [
         f"Reference U-Net {CONFIG} ({n_params:,} parameters), batch {N}x{C_IN}x{H}x{W}, "
@@ -246,9 +296,20 @@ def run():
         "timers add a little overhead):",
         "",
         md_table(("op", "calls/step", "ms/step", "share"), profile),
+        "",
+        "Resident memory of a training process (RSS from the operating system, which sees "
+        "PyTorch's allocator too; 2 threads; each in a fresh process): once the framework is "
+        "imported, and the peak while the model is built and trained for 4 steps; the "
+        "difference is what training costs. Target: cython's <= PyTorch's.",
+        "",
+        md_table(("backend", "threads", "RSS after imports MiB", "peak RSS MiB",
+                  "training's peak above it MiB"), rss) if rss else "Not measured: no /proc.",
     ]
     return "\n".join(text)
 
 
 if __name__ == "__main__":
-    print(run())
+    if sys.argv[1:2] == ["--rss"]:
+        print(json.dumps(rss_probe(sys.argv[2], int(sys.argv[3]))))
+    else:
+        print(run())

@@ -99,7 +99,8 @@ BACKEND_EXTRAS = {
               "roi": ("bilinear_neighbours", "roi_align_sample_points", "roi_pool_bins")},
     # Introspection of the compiled core (show_config, the thread tests).
     "cython": {"conv": ("blas_thread_control_found",), "pool": ("per_thread_rows",),
-               "resample": ("per_thread_rows",), "crf": ("per_thread_rows",)},
+               "resample": ("per_thread_rows",), "crf": ("per_thread_rows",),
+               "roi": ("per_thread_rows",)},
     "cupy": {},
 }
 

@@ -10,7 +10,8 @@ bilinear helper are the reference's; what changes is where the data lives and wh
   channels-last copy of x, ``(N, H, W, C)``, where those C values are contiguous: it compiles
   to SIMD code, and each sample's neighbours and weights are computed once for all channels.
 - **RoIAlign forward** runs boxes in parallel (``prange`` over k); y[k] is written by one
-  thread. RoIPool forward runs (box, channel) pairs in parallel.
+  thread. RoIPool forward runs rows of bins (box, bin row) in parallel, every bin's maximum
+  over all C channels at once.
 - **Backward is a scatter**, and bins and boxes overlap. Each work item owns whole pieces of
   dx — (image b, band of 4 rows) for RoIAlign, plane dx[b, c] for RoIPool — and visits
   the boxes of image b in order k. No two threads ever write one element, and every element
@@ -21,8 +22,10 @@ Kernels validate nothing: :mod:`edu_seg.ops.roi` checks every argument first.
 """
 import numpy as np
 
+from edu_seg._kernels.workspace import per_thread_rows
+
 from cython cimport floating
-from cython.parallel cimport parallel, prange
+from cython.parallel cimport parallel, prange, threadid
 from libc.stdlib cimport free, malloc
 from libc.math cimport ceil, floor, round
 from libc.stdint cimport int64_t
@@ -36,6 +39,12 @@ cdef extern from "openmp_info.h":
 # product separately, and we want the same bits.
 cdef extern from "roi_fp.h":
     pass
+
+cdef extern from "roi_pool.h":
+    void edu_roi_pool_bin_float(const float *xt, long W, long C, long h0, long h1, long w0,
+                                long w1, float lowest, float *best, int64_t *where) nogil
+    void edu_roi_pool_bin_double(const double *xt, long W, long C, long h0, long h1, long w0,
+                                 long w1, double lowest, double *best, int64_t *where) nogil
 
 # RoIPool's running maximum starts at -FLT_MAX, as in torchvision (also for float64).
 cdef double LOWEST = -3.4028234663852886e38
@@ -333,48 +342,59 @@ cdef inline void pool_bin_edges(Py_ssize_t p, floating bin_size, Py_ssize_t star
     hi[0] = min(max(<Py_ssize_t>ceil((p + 1) * bin_size) + start, 0), size)
 
 
-cdef inline void pool_plane(const floating* plane, const floating* box, floating s,
-                            Py_ssize_t H, Py_ssize_t W, Py_ssize_t PH, Py_ssize_t PW,
-                            floating* out, int64_t* where) noexcept nogil:
-    """RoIPool of one box on one H×W plane: out and where are its (PH, PW) results."""
+cdef void pool_bin_row(const floating* xt, const floating* box, floating s, Py_ssize_t H,
+                       Py_ssize_t W, Py_ssize_t C, Py_ssize_t PH, Py_ssize_t PW, Py_ssize_t ph,
+                       floating* best, int64_t* where, floating* y, int64_t* argmax) noexcept nogil:
+    """RoIPool of bin row ph of one box on one channels-last image xt (H, W, C).
+
+    y and argmax point at [k, 0, 0, 0] of the (K, C, PH, PW) results; best and where are
+    scratch for C values.
+    """
     # first quantisation: round the box to whole pixels (C round, half away from zero)
     cdef Py_ssize_t xs = <Py_ssize_t>round(box[0] * s), ys = <Py_ssize_t>round(box[1] * s)
     cdef Py_ssize_t xe = <Py_ssize_t>round(box[2] * s), ye = <Py_ssize_t>round(box[3] * s)
     cdef floating bin_h = <floating>max(ye - ys + 1, 1) / <floating>PH
     cdef floating bin_w = <floating>max(xe - xs + 1, 1) / <floating>PW
-    cdef Py_ssize_t ph, pw, h, w, h0, h1, w0, w1, best_at
-    cdef floating best
-    for ph in range(PH):
-        # second quantisation: bin edges floored/ceiled to whole pixels
-        pool_bin_edges(ph, bin_h, ys, H, &h0, &h1)
-        for pw in range(PW):
-            pool_bin_edges(pw, bin_w, xs, W, &w0, &w1)
-            if h1 <= h0 or w1 <= w0:        # empty bin
-                out[ph * PW + pw] = 0
-                where[ph * PW + pw] = -1
-                continue
-            best = <floating>LOWEST
-            best_at = -1
-            for h in range(h0, h1):         # row-major scan, strict >: the first maximum wins
-                for w in range(w0, w1):
-                    if plane[h * W + w] > best:
-                        best = plane[h * W + w]
-                        best_at = h * W + w
-            out[ph * PW + pw] = best
-            where[ph * PW + pw] = best_at
+    cdef Py_ssize_t pw, c, h0, h1, w0, w1, at
+    # second quantisation: bin edges floored/ceiled to whole pixels
+    pool_bin_edges(ph, bin_h, ys, H, &h0, &h1)
+    for pw in range(PW):
+        pool_bin_edges(pw, bin_w, xs, W, &w0, &w1)
+        at = ph * PW + pw
+        if h1 <= h0 or w1 <= w0:        # empty bin
+            for c in range(C):
+                y[c * PH * PW + at] = 0
+                argmax[c * PH * PW + at] = -1
+            continue
+        # every channel's maximum at once; row-major scan, strict >: the first maximum wins
+        if floating is float:
+            edu_roi_pool_bin_float(xt, W, C, h0, h1, w0, w1, <float>LOWEST, best, where)
+        else:
+            edu_roi_pool_bin_double(xt, W, C, h0, h1, w0, w1, LOWEST, best, where)
+        for c in range(C):
+            y[c * PH * PW + at] = best[c]
+            argmax[c * PH * PW + at] = where[c]
 
 
-def _pool_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] rois,
+def _pool_forward(const floating[:, :, :, ::1] xt, const floating[:, ::1] rois,
                   double spatial_scale, floating[:, :, :, ::1] y, int64_t[:, :, :, ::1] argmax):
-    cdef Py_ssize_t C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef Py_ssize_t K = y.shape[0], PH = y.shape[2], PW = y.shape[3], kc, k, c
-    cdef floating s = <floating>spatial_scale
-    cdef int threads = _threads_for(y.size + x.size)
-    for kc in prange(K * C, nogil=True, schedule="guided", num_threads=threads):
-        k = kc // C
-        c = kc % C
-        pool_plane(&x[<Py_ssize_t>rois[k, 0], c, 0, 0], &rois[k, 1], s, H, W, PH, PW,
-                   &y[k, c, 0, 0], &argmax[k, c, 0, 0])
+    """RoIPool of every box on the channels-last image xt (N, H, W, C): y, argmax (K, C, PH, PW).
+
+    A work item is one row of bins of one box (k, ph); each bin's maximum runs over all C
+    channels at once (``roi_pool.h``) into per-thread scratch, then goes to y[k, :, ph, pw].
+    """
+    cdef Py_ssize_t H = xt.shape[1], W = xt.shape[2], C = xt.shape[3]
+    cdef Py_ssize_t K = y.shape[0], PH = y.shape[2], PW = y.shape[3], kp, k, t
+    cdef int threads = _threads_for(y.size + xt.size)
+    cdef floating[:, ::1] best = per_thread_rows(
+        max(C, 1), np.float32 if floating is float else np.float64)
+    cdef int64_t[:, ::1] where = per_thread_rows(max(C, 1), np.int64)
+    for kp in prange(K * PH, nogil=True, schedule="guided", num_threads=threads):
+        k = kp // PH
+        t = threadid()
+        pool_bin_row(&xt[<Py_ssize_t>rois[k, 0], 0, 0, 0], &rois[k, 1], <floating>spatial_scale,
+                     H, W, C, PH, PW, kp % PH, &best[t, 0], &where[t, 0], &y[k, 0, 0, 0],
+                     &argmax[k, 0, 0, 0])
 
 
 def _pool_backward(const floating[:, :, :, ::1] dy, const int64_t[:, :, :, ::1] argmax,
@@ -407,7 +427,9 @@ def roi_pool_forward(x, rois, output_hw, spatial_scale):
     PH, PW = output_hw
     y = np.empty((rois.shape[0], C, PH, PW), dtype=x.dtype)
     argmax = np.empty((rois.shape[0], C, PH, PW), dtype=np.int64)
-    _pool_forward(x, rois, spatial_scale, y, argmax)
+    xt = np.empty((N, H, W, C), dtype=x.dtype)
+    _to_channels_last(x, xt)
+    _pool_forward(xt, rois, spatial_scale, y, argmax)
     return y, argmax
 
 
