@@ -9,6 +9,7 @@ The per-op profile wraps every ``Function.forward``/``backward`` with a timer fo
 (inside this benchmark only), so it shows where a step's milliseconds go; "Python and
 autograd overhead" is the rest of the step.
 """
+import contextlib
 import json
 import os
 import statistics
@@ -172,6 +173,21 @@ def profile_step(step, opt, steps=7):
     return rows
 
 
+@contextlib.contextmanager
+def im2col_only():
+    """The compiled conv kernels without their Winograd and band-by-band paths (the step as it
+    ran before they existed, but for the GEMM's faster packing)."""
+    from edu_seg._kernels import conv as cy
+    saved = cy.WINOGRAD_MIN_CHANNELS, cy.BANDED_MAX_WORK
+    cy.WINOGRAD_MIN_CHANNELS, cy.BANDED_MAX_WORK = 2**31, 0.0
+    cy._banded_rectangles_cached.cache_clear()
+    try:
+        yield
+    finally:
+        cy.WINOGRAD_MIN_CHANNELS, cy.BANDED_MAX_WORK = saved
+        cy._banded_rectangles_cached.cache_clear()
+
+
 # -------------------------------------------------------------------------------------- run
 def _on_backend(backend, step):
     def run_step():
@@ -276,6 +292,8 @@ def run():
     with edu_seg.use_backend("cython"):
         model, opt, step = edu_step_fn()
         profile = profile_step(step, opt)
+        with im2col_only():
+            profile_im2col = profile_step(step, opt)
 
     rss = _rss_rows(["cython", "numpy"] + (["pytorch"] if torch is not None else []), 2) \
         if os.path.exists("/proc/self/clear_refs") else []
@@ -296,6 +314,11 @@ def run():
         "timers add a little overhead):",
         "",
         md_table(("op", "calls/step", "ms/step", "share"), profile),
+        "",
+        "The same with the convolutions on im2col alone (Winograd and the band-by-band path "
+        "switched off; `bench_train.im2col_only`), i.e. the step before those paths existed:",
+        "",
+        md_table(("op", "calls/step", "ms/step", "share"), profile_im2col),
         "",
         "Resident memory of a training process (RSS from the operating system, which sees "
         "PyTorch's allocator too; 2 threads; each in a fresh process): once the framework is "
