@@ -131,7 +131,8 @@ def run():
                          "1.00 / 1.00"])
         notes.append("torchvision measured in this process.")
     else:
-        base, pool_base = ((PUBLISHED_TORCHVISION[f"{op} fwd"], PUBLISHED_TORCHVISION[f"{op} fwd+bwd"])
+        base, pool_base = ((PUBLISHED_TORCHVISION[f"{op} fwd"],
+                            PUBLISHED_TORCHVISION[f"{op} fwd+bwd"])
                            for op in ("roi_align", "roi_pool"))
         for op, (f, fb) in (("roi_align", base), ("roi_pool", pool_base)):
             rows.append([op, "torchvision (published)", f"{f:.2f}", f"{fb:.2f}", "n/a", "",

@@ -570,8 +570,8 @@ def _banded_forward(x, w, b, stride, dilation, groups, rectangles, y_shape):
             y[:, :, out_h, out_w] = 0 if b is None else b[:, None, None]
             continue
         y[:, :, out_h, out_w] = conv2d_forward(
-            np.ascontiguousarray(x[:, :, in_h, in_w]), np.ascontiguousarray(w[:, :, taps_h, taps_w]),
-            b, stride, (0, 0), dilation, groups)
+            np.ascontiguousarray(x[:, :, in_h, in_w]),
+            np.ascontiguousarray(w[:, :, taps_h, taps_w]), b, stride, (0, 0), dilation, groups)
     return y
 
 
