@@ -206,7 +206,7 @@ def _winograd_forward(const float[:, :, :, ::1] x, const float[:, :, ::1] U,
     # U[ξ] packed once for the GEMMs (all blocks multiply by the same 16 matrices)
     cdef Py_ssize_t u_len = edu_packed_a_size(K, C)
     cdef float[:, ::1] U_packed = np.empty((16, max(u_len, 1)), dtype=np.float32)
-    cdef int blk, r0, r1, gr, n, ty, c, k, xi, T, col, failed = 0
+    cdef int blk, r0, r1, gr, n, ty, k, xi, T, col, failed = 0
     cdef float *V
     cdef float *M
     cdef float *scratch
@@ -306,7 +306,7 @@ def _winograd_backward_weight(const float[:, :, :, ::1] dy, const float[:, :, :,
     cdef Py_ssize_t ws_len = v_len + y_len + (4 * R + 14) * (TW + 1) + 32
     cdef float[:, ::1] ws = np.empty((omp_get_max_threads(), ws_len), dtype=np.float32)
     cdef int threads = 1 if <double>N * K * C * 9 * OH * OW < SERIAL_WORK else omp_get_max_threads()
-    cdef int chunk, blk, r0, r1, gr, n, ty, c, k, xi, T, col, failed = 0
+    cdef int chunk, blk, r0, r1, gr, n, ty, k, xi, T, col, failed = 0
     cdef float *V
     cdef float *Y
     cdef float *scratch
