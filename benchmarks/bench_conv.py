@@ -37,7 +37,7 @@ CASES = [
     Case("dilated 3x3 d=2 C64 32²", 8, 64, 64, 32, (((3, 3), 1, 2, 2, 1),)),
     Case("dilated 3x3 d=6 C64 32²", 8, 64, 64, 32, (((3, 3), 1, 6, 6, 1),)),
     # deep in a backbone: small maps, many channels (ResNet's last stages on 64x64 images,
-    # DeepLabV3's ASPP at output stride 8), where many taps read padding
+    # dilated to output stride 8 in DeepLabV3+), where many taps read padding
     Case("conv3x3 C256→256 4²", 8, 256, 256, 4, (((3, 3), 1, 1, 1, 1),)),
     Case("dilated 3x3 d=4 C256 8²", 8, 256, 256, 8, (((3, 3), 1, 4, 4, 1),)),
     Case("depthwise 3x3 C64 32²", 8, 64, 64, 32, (((3, 3), 1, 1, 1, 64),)),
