@@ -184,6 +184,8 @@ def set_backend(name):
         if problem:
             raise RuntimeError(f"set_backend('cupy'): {problem}")
     _state["backend"] = name
+    if _state["num_threads"] is not None:
+        _limit_blas()
 
 
 def get_backend():
@@ -200,6 +202,8 @@ def use_backend(name):
         yield
     finally:
         _state["backend"] = previous
+        if _state["num_threads"] is not None:
+            _limit_blas()
 
 
 def is_cupy_array(a):
@@ -337,10 +341,15 @@ def max_num_threads():
 
 
 def set_num_threads(n):
-    """Use ``n`` threads in the OpenMP kernels AND in BLAS.
+    """Use ``n`` threads in the OpenMP kernels, and set the BLAS threads to match the backend.
 
-    Both pools are limited together so that a GEMM called between two parallel loops never
-    runs ``n`` BLAS threads on top of ``n`` OpenMP threads. Also read at import from the
+    BLAS (NumPy's and SciPy's OpenBLAS) gets ``n`` threads under the ``"numpy"`` backend, whose
+    convolutions are BLAS products, and ONE under ``"cython"`` (and ``"cupy"``), whose kernels
+    do their own threading: a multi-threaded BLAS call (the matmul of a Linear layer, a mask
+    IoU) leaves its worker threads spinning for a while after it returns, and on a 2-core
+    machine they take the cores from the next OpenMP loop. Measured (AMD EPYC, 2 threads): a
+    RoIAlign right after a NumPy matmul took 7.7 ms instead of 0.67. :func:`set_backend`
+    re-applies the rule once this function has been called. Also read at import from the
     environment variable ``EDU_SEG_NUM_THREADS``.
 
     ``n`` is bounded by :func:`max_num_threads` (``MAX_THREADS_PER_CPU`` = 4 threads per CPU
@@ -366,15 +375,21 @@ def set_num_threads(n):
                          f"{os.cpu_count()}); more threads than cores only adds contention, "
                          f"and the OpenMP runtime aborts the process when it cannot create "
                          f"them. Use at most {bound} (e.g. the CPU count)")
-    from threadpoolctl import threadpool_limits
-
     if _threads is not None:
         _threads.set_num_threads(n)
-        # The conv kernels call the OpenBLAS that SciPy bundles, a different library from
-        # NumPy's; threadpoolctl limits only the libraries loaded when it runs, so load it now.
-        import scipy.linalg.cython_blas  # noqa: F401
-    _state["blas_limiter"] = threadpool_limits(limits=n, user_api="blas")
     _state["num_threads"] = n
+    _limit_blas()
+
+
+def _limit_blas():
+    """BLAS threads for the backend in use (see :func:`set_num_threads`)."""
+    from threadpoolctl import threadpool_limits
+
+    # The float64 conv kernels call the OpenBLAS that SciPy bundles, a different library from
+    # NumPy's; threadpoolctl limits only the libraries loaded when it runs, so load it now.
+    import scipy.linalg.cython_blas  # noqa: F401
+    n = _state["num_threads"] if _state["backend"] == "numpy" else 1
+    _state["blas_limiter"] = threadpool_limits(limits=n, user_api="blas")
 
 
 def get_num_threads():

@@ -117,15 +117,32 @@ def test_kernels_resolves_per_backend():
     assert backend.kernels("threads").__name__ == "edu_seg._kernels.threads"
 
 
-def test_set_num_threads_limits_openmp_and_blas():
+def blas_threads():
     from threadpoolctl import threadpool_info
 
+    return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+
+def test_set_num_threads_limits_openmp_and_blas():
     edu_seg.set_num_threads(1)
     assert edu_seg.get_num_threads() == 1
     assert backend._threads.get_num_threads() == 1
-    assert all(i["num_threads"] == 1 for i in threadpool_info() if i["user_api"] == "blas")
+    assert blas_threads() == {1}
     edu_seg.set_num_threads(2)
     assert backend._threads.get_num_threads() == 2
+
+
+def test_blas_threads_follow_the_backend():
+    """n BLAS threads for the NumPy reference (its convolutions are BLAS products), one for
+    the compiled kernels (a multi-threaded BLAS call leaves spinning threads that stall the
+    next OpenMP loop); switching the backend re-applies the rule, in either order."""
+    edu_seg.set_num_threads(2)
+    assert blas_threads() == {1}
+    with edu_seg.use_backend("numpy"):
+        assert blas_threads() == {2}
+        edu_seg.set_num_threads(2)
+        assert blas_threads() == {2}
+    assert blas_threads() == {1}
 
 
 def test_the_thread_limit_reaches_the_blas_of_the_conv_kernels_in_a_fresh_process():
