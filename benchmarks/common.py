@@ -64,7 +64,7 @@ def torch_or_none():
 
 
 def set_threads(n):
-    """Use ``n`` threads in edu_seg (OpenMP + BLAS) and in PyTorch."""
+    """Use ``n`` threads in edu_seg (OpenMP; BLAS as its backend wants it) and in PyTorch."""
     edu_seg.set_num_threads(n)
     torch = torch_or_none()
     if torch is not None:
