@@ -25,41 +25,6 @@
 
 #include "sgemm.h"
 
-/* Rows [k0, k0 + kc) of the GEMM's k (channels) of the m gathered rows, packed as A:
- * Ap[panel][k][i] = rows[panel * EDU_MR + i][k0 + k], zero past row m. */
-static void edu_pack_a_rows(const float *const *rows, int m, int k0, int kc, float *Ap) {
-    int p = 0;
-#ifdef EDU_BLOCK_TRANSPOSE
-    for (; p + 16 <= m; p += 16, Ap += 2L * kc * EDU_MR) {   /* two panels from 16 x 16 blocks */
-        int k = 0;
-        for (; k + 16 <= kc; k += 16) {
-            edu_vec16 r[16];
-            for (int i = 0; i < 16; i++)
-                r[i] = *(const edu_vec16u *)(rows[p + i] + k0 + k);
-            edu_transpose16(r);
-            for (int kk = 0; kk < 16; kk++) {
-                memcpy(Ap + (k + kk) * EDU_MR, &r[kk], sizeof(float) * EDU_MR);
-                memcpy(Ap + (long)kc * EDU_MR + (k + kk) * EDU_MR, (float *)&r[kk] + EDU_MR,
-                       sizeof(float) * EDU_MR);
-            }
-        }
-        for (; k < kc; k++)
-            for (int i = 0; i < 16; i++)
-                Ap[(i / EDU_MR) * (long)kc * EDU_MR + k * EDU_MR + i % EDU_MR] =
-                    rows[p + i][k0 + k];
-    }
-#endif
-    for (; p < m; p += EDU_MR, Ap += (long)kc * EDU_MR) {
-        int mr = m - p < EDU_MR ? m - p : EDU_MR;
-        for (int k = 0; k < kc; k++) {
-            for (int i = 0; i < mr; i++)
-                Ap[k * EDU_MR + i] = rows[p + i][k0 + k];
-            for (int i = mr; i < EDU_MR; i++)
-                Ap[k * EDU_MR + i] = 0.f;
-        }
-    }
-}
-
 /* out[rows[i] + col + j] += (Ap @ Bp)[i][j] for the mr x nr corner of one micro-tile. */
 static void edu_micro_kernel_rows(int kc, const float *restrict Ap, const float *restrict Bp,
                                   float *const *out, int col, int mr, int nr) {
@@ -199,7 +164,7 @@ static void edu_conv_rows_block(const float *x, int H, int W, int K, float *y, i
             const float *Bt = Bp + (long)(kh * KW + kw) * K * n_pad;
             for (int k0 = 0; k0 < K; k0 += EDU_KC) {
                 int kc = K - k0 < EDU_KC ? K - k0 : EDU_KC;
-                edu_pack_a_rows(rows, m, k0, kc, Ap);
+                edu_pack_rows(rows, m, k0, kc, Ap);
                 for (int q = j0; q < j1; q += EDU_NR)
                     for (int p = 0; p < m; p += EDU_MR)
                         edu_micro_kernel_rows(kc, Ap + (long)p * kc,

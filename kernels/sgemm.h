@@ -86,53 +86,73 @@ static inline void edu_transpose_block(const float *src, long ld_src, float *dst
 }
 #endif
 
-/* Rows [i0, i0 + m) and columns [k0, k0 + kc) of op(A) into panels of EDU_MR rows:
- * Ap[panel][k][i] = op(A)[i0 + panel * EDU_MR + i, k0 + k], zero past row m. */
-static void edu_pack_a(int trans, const float *A, int lda, int i0, int m, int k0, int kc,
-                       float *Ap) {
+/* Panels of EDU_MR rows, columns [k0, k0 + kc), from m rows given by pointers:
+ * Ap[panel][k][i] = rows[panel * EDU_MR + i][k0 + k], zero past row m. The rows of a
+ * row-major A (edu_pack_a), or pixel rows gathered from an image (conv_rows.h). */
+static void edu_pack_rows(const float *const *rows, int m, int k0, int kc, float *Ap) {
     int p = 0;
 #ifdef EDU_BLOCK_TRANSPOSE
-    /* two full panels (16 rows) of a row-major A at a time: 16 x 16 blocks, transposed; the
-     * block's 16 floats for one k are 8 for this panel and 8 for the next */
-    if (!trans) {
-        for (; p + 16 <= m; p += 16, Ap += 2L * kc * EDU_MR) {
-            int k = 0;
-            for (; k + 16 <= kc; k += 16) {
-                edu_vec16 r[16];
-                for (int i = 0; i < 16; i++)
-                    r[i] = *(const edu_vec16u *)(A + (long)(i0 + p + i) * lda + k0 + k);
-                edu_transpose16(r);
-                /* straight from the registers: through a buffer in memory, the 8-float reads
-                 * of each 16-float store stalled (no store-to-load forwarding), which made
-                 * this loop 5x slower where the compiler did not vectorise them */
-                for (int kk = 0; kk < 16; kk++) {
-                    memcpy(Ap + (k + kk) * EDU_MR, &r[kk], sizeof(float) * EDU_MR);
-                    memcpy(Ap + (long)kc * EDU_MR + (k + kk) * EDU_MR, (float *)&r[kk] + EDU_MR,
-                           sizeof(float) * EDU_MR);
-                }
+    /* two panels (16 rows) at a time: 16 x 16 blocks, transposed; the block's 16 floats for
+     * one k are 8 for this panel and 8 for the next */
+    for (; p + 16 <= m; p += 16, Ap += 2L * kc * EDU_MR) {
+        int k = 0;
+        for (; k + 16 <= kc; k += 16) {
+            edu_vec16 r[16];
+            for (int i = 0; i < 16; i++)
+                r[i] = *(const edu_vec16u *)(rows[p + i] + k0 + k);
+            edu_transpose16(r);
+            /* straight from the registers: through a buffer in memory, the 8-float reads
+             * of each 16-float store stalled (no store-to-load forwarding), which made
+             * this loop 5x slower where the compiler did not vectorise them */
+            for (int kk = 0; kk < 16; kk++) {
+                memcpy(Ap + (k + kk) * EDU_MR, &r[kk], sizeof(float) * EDU_MR);
+                memcpy(Ap + (long)kc * EDU_MR + (k + kk) * EDU_MR, (float *)&r[kk] + EDU_MR,
+                       sizeof(float) * EDU_MR);
             }
-            for (; k < kc; k++)
-                for (int i = 0; i < 16; i++)
-                    Ap[(i / EDU_MR) * (long)kc * EDU_MR + k * EDU_MR + i % EDU_MR] =
-                        A[(long)(i0 + p + i) * lda + k0 + k];
         }
+        for (; k < kc; k++)
+            for (int i = 0; i < 16; i++)
+                Ap[(i / EDU_MR) * (long)kc * EDU_MR + k * EDU_MR + i % EDU_MR] =
+                    rows[p + i][k0 + k];
     }
 #endif
     for (; p < m; p += EDU_MR, Ap += (long)kc * EDU_MR) {
         int mr = m - p < EDU_MR ? m - p : EDU_MR;
-        if (trans && mr == EDU_MR) {    /* op(A) = Aᵀ: 8 consecutive floats of a row of A */
-            for (int k = 0; k < kc; k++)
-                memcpy(Ap + k * EDU_MR, A + (long)(k0 + k) * lda + i0 + p,
-                       sizeof(float) * EDU_MR);
-            continue;
-        }
         for (int k = 0; k < kc; k++) {
-            float *dst = Ap + k * EDU_MR;
             for (int i = 0; i < mr; i++)
-                dst[i] = trans ? A[(long)(k0 + k) * lda + i0 + p + i]
-                               : A[(long)(i0 + p + i) * lda + k0 + k];
+                Ap[k * EDU_MR + i] = rows[p + i][k0 + k];
             for (int i = mr; i < EDU_MR; i++)
-                dst[i] = 0.f;
+                Ap[k * EDU_MR + i] = 0.f;
+        }
+    }
+}
+
+/* Rows [i0, i0 + m) and columns [k0, k0 + kc) of op(A) into panels of EDU_MR rows:
+ * Ap[panel][k][i] = op(A)[i0 + panel * EDU_MR + i, k0 + k], zero past row m. */
+static void edu_pack_a(int trans, const float *A, int lda, int i0, int m, int k0, int kc,
+                       float *Ap) {
+    if (!trans) {       /* rows of A are contiguous: pack 16 of them at a time by pointer */
+        const float *rows[16];
+        for (int p = 0; p < m; p += 16, Ap += 2L * kc * EDU_MR) {
+            int n = m - p < 16 ? m - p : 16;
+            for (int i = 0; i < n; i++)
+                rows[i] = A + (long)(i0 + p + i) * lda;
+            edu_pack_rows(rows, n, k0, kc, Ap);
+        }
+        return;
+    }
+    for (int p = 0; p < m; p += EDU_MR, Ap += (long)kc * EDU_MR) {
+        int mr = m - p < EDU_MR ? m - p : EDU_MR;
+        for (int k = 0; k < kc; k++) {  /* op(A) = Aᵀ: mr consecutive floats of a row of A */
+            const float *src = A + (long)(k0 + k) * lda + i0 + p;
+            if (mr == EDU_MR) {
+                memcpy(Ap + k * EDU_MR, src, sizeof(float) * EDU_MR);
+                continue;
+            }
+            for (int i = 0; i < mr; i++)
+                Ap[k * EDU_MR + i] = src[i];
+            for (int i = mr; i < EDU_MR; i++)
+                Ap[k * EDU_MR + i] = 0.f;
         }
     }
 }
