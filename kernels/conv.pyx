@@ -1139,7 +1139,7 @@ def _backward_weight(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::
 # (``kernels/conv_rows.h``). Used for float32, groups == 1, with at least this many channels
 # on each side, on maps of at most this many output pixels. Measured (AMD EPYC, 2 threads,
 # N = 16, 3x3 convs of 64-512 channels, against im2col): on 2x2 to 8x8 maps the forward
-# 1.2-1.5x faster, 2.4x with dilation 4; the input gradient about the same; the weight
+# 1.2-1.5x faster, 2.4x with dilation 4; the input gradient likewise; the weight
 # gradient 1.1-2x. On 16x16 maps no faster, sometimes slower (the padding is 4% of the taps
 # there, and the two layout transposes cost what im2col cost).
 CHANNELS_LAST_MAX_PIXELS = 64

@@ -29,17 +29,7 @@
 static void edu_micro_kernel_rows(int kc, const float *restrict Ap, const float *restrict Bp,
                                   float *const *out, int col, int mr, int nr) {
     edu_vec16 c[EDU_MR][2];
-    for (int i = 0; i < EDU_MR; i++)
-        c[i][0] = c[i][1] = (edu_vec16){0};
-    for (int k = 0; k < kc; k++) {
-        edu_vec16 b0 = *(const edu_vec16 *)(Bp + k * EDU_NR);
-        edu_vec16 b1 = *(const edu_vec16 *)(Bp + k * EDU_NR + 16);
-        for (int i = 0; i < EDU_MR; i++) {
-            float a = Ap[k * EDU_MR + i];
-            c[i][0] += a * b0;
-            c[i][1] += a * b1;
-        }
-    }
+    edu_micro_tile(kc, Ap, Bp, c);
     if (nr == EDU_NR) {
         for (int i = 0; i < mr; i++) {
             edu_vec16u *row = (edu_vec16u *)(out[i] + col);

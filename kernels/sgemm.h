@@ -196,11 +196,11 @@ static void edu_pack_b(int trans, const float *B, int ldb, int k0, int kc, int j
     }
 }
 
-/* The EDU_MR x EDU_NR tile at C (row stride ldc) = beta * C + Ap @ Bp; only its first mr rows
- * and nr columns exist in C. beta == 0 never reads C (it may hold garbage). */
-static void edu_micro_kernel(int kc, const float *restrict Ap, const float *restrict Bp,
-                             float beta, float *C, int ldc, int mr, int nr) {
-    edu_vec16 c[EDU_MR][2];
+/* c = Ap @ Bp, one EDU_MR x EDU_NR tile in registers: for each k, 32 floats of B (two
+ * 16-float vectors) and, for each of the 8 rows, one float of A broadcast into two fused
+ * multiply-adds. The 16 accumulators never leave the vector registers until k is done. */
+static inline void edu_micro_tile(int kc, const float *restrict Ap, const float *restrict Bp,
+                                  edu_vec16 c[EDU_MR][2]) {
     for (int i = 0; i < EDU_MR; i++)
         c[i][0] = c[i][1] = (edu_vec16){0};
     for (int k = 0; k < kc; k++) {
@@ -212,6 +212,14 @@ static void edu_micro_kernel(int kc, const float *restrict Ap, const float *rest
             c[i][1] += a * b1;
         }
     }
+}
+
+/* The EDU_MR x EDU_NR tile at C (row stride ldc) = beta * C + Ap @ Bp; only its first mr rows
+ * and nr columns exist in C. beta == 0 never reads C (it may hold garbage). */
+static void edu_micro_kernel(int kc, const float *restrict Ap, const float *restrict Bp,
+                             float beta, float *C, int ldc, int mr, int nr) {
+    edu_vec16 c[EDU_MR][2];
+    edu_micro_tile(kc, Ap, Bp, c);
     if (mr == EDU_MR && nr == EDU_NR) {
         for (int i = 0; i < EDU_MR; i++) {
             edu_vec16u *row = (edu_vec16u *)(C + (long)i * ldc);
