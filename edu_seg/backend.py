@@ -15,8 +15,8 @@ checks all three against it). The differentiable ops in :mod:`edu_seg.functional
 kernel module directly; they ask :func:`kernels` for one, passing their input arrays: **the data
 decides**. CuPy arrays run the CUDA twin whatever the global backend says; NumPy arrays run the
 backend chosen with :func:`set_backend` (``"cython"`` or ``"numpy"``); a mix raises an error
-naming both devices. This file also owns the thread count (OpenMP and BLAS together, so they
-never oversubscribe the cores) and ``show_config()``.
+naming both devices. This file also owns the thread count (OpenMP, and BLAS set to match the
+backend, so that the two pools never fight over the cores) and ``show_config()``.
 
 Examples
 --------

@@ -631,7 +631,8 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add_runtime(p):
-        p.add_argument("--threads", type=int, help="threads for the kernels and BLAS")
+        p.add_argument("--threads", type=int, help="threads for the kernels (BLAS gets them too "
+                       "under --backend numpy, one thread otherwise)")
         p.add_argument("--backend", choices=backend.BACKENDS, help="kernels to run on")
 
     sub.add_parser("info", help="show the configuration").set_defaults(func=cmd_info)
