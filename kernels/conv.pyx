@@ -93,6 +93,7 @@ cdef extern from "sgemm.h":
                             int ldc) noexcept nogil
 
 cdef extern from "conv_rows.h":
+    enum: EDU_MR
     enum: EDU_NR
     enum: EDU_KC
     long edu_packed_taps_size(int taps, int K, int N_out) noexcept nogil
@@ -1204,8 +1205,8 @@ def _rows_weight(const float[:, :, :, ::1] dy, const float[:, :, :, ::1] x,
     cdef int OH = dy.shape[1], OW = dy.shape[2], C_out = dy.shape[3]
     cdef int KH = dw.shape[2], KW = dw.shape[3], KK = KH * KW
     cdef int threads = _threads_for(<double>N * OH * OW * C_out * C * KK)
-    cdef int o_blocks = min(_cdiv(C_out, 8), _cdiv(4 * omp_get_max_threads(), KK))
-    cdef int ob = _cdiv(_cdiv(C_out, o_blocks), 8) * 8   # a whole number of 8-row panels
+    cdef int o_blocks = min(_cdiv(C_out, EDU_MR), _cdiv(4 * omp_get_max_threads(), KK))
+    cdef int ob = _cdiv(_cdiv(C_out, o_blocks), EDU_MR) * EDU_MR   # whole A panels
     o_blocks = _cdiv(C_out, ob)
     # per thread, from a 64-byte boundary: Bp (aligned vector loads), Ap, G
     cdef Py_ssize_t bp_len = <Py_ssize_t>EDU_KC * _cdiv(C, EDU_NR) * EDU_NR

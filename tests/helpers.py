@@ -4,6 +4,7 @@ import sys
 
 import numpy as np
 
+import edu_seg
 from edu_seg.autograd import Tensor, no_grad
 
 
@@ -98,3 +99,16 @@ def make_camvid_folder(root, n_train, n_val, size=32, seed=4):
             Image.fromarray(np.array(CAMVID_COLOURS, np.uint8)[s["mask"]]).save(
                 root / f"{split}_labels" / f"img{i}_L.png")
     return root
+
+
+def assert_thread_count_independent(compute):
+    """``compute()`` returns a tuple of arrays; they must be bit-identical on 1 and 2 threads
+    (the kernels' work items and the order of every sum depend on the shapes alone). Returns
+    the 1-thread results."""
+    out = {}
+    for n in (1, 2):
+        edu_seg.set_num_threads(n)
+        out[n] = compute()
+    for a, b in zip(out[1], out[2]):
+        np.testing.assert_array_equal(a, b)
+    return out[1]

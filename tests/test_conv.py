@@ -15,6 +15,8 @@ from edu_seg.ops.conv import (conv2d, conv2d_output_size, conv_transpose2d,
                               conv_transpose2d_output_size)
 from edu_seg.reference import conv as ref
 
+from helpers import assert_thread_count_independent
+
 BACKENDS = {"cython": cy, "numpy": ref}
 TIGHT = dict(rtol=1e-11, atol=1e-11)   # float64, same maths, different summation order
 
@@ -293,31 +295,24 @@ def test_kernel_paths_match_reference_and_are_thread_count_independent(
     dy = rand(rng, *y_ref.shape, dtype=dtype)
     expected = (y_ref, ref.conv2d_backward_input(dy, w, x.shape, *args),
                 ref.conv2d_backward_weight(dy, x, w.shape, *args), ref.conv2d_backward_bias(dy))
-    results = {}
-    for n in (1, 2):
-        edu_seg.set_num_threads(n)
-        results[n] = (cy.conv2d_forward(x, w, b, *args),
-                      cy.conv2d_backward_input(dy, w, x.shape, *args),
-                      cy.conv2d_backward_weight(dy, x, w.shape, *args),
-                      cy.conv2d_backward_bias(dy))
+    results = assert_thread_count_independent(lambda: (
+        cy.conv2d_forward(x, w, b, *args), cy.conv2d_backward_input(dy, w, x.shape, *args),
+        cy.conv2d_backward_weight(dy, x, w.shape, *args), cy.conv2d_backward_bias(dy)))
     tol = TIGHT if dtype == np.float64 else dict(rtol=2e-4, atol=2e-4)
-    for got1, got2, want in zip(results[1], results[2], expected):
-        assert got1.dtype == dtype
-        np.testing.assert_array_equal(got1, got2)        # bit-identical for 1 and 2 threads
-        np.testing.assert_allclose(got1, want, **tol)
+    for got, want in zip(results, expected):
+        assert got.dtype == dtype
+        np.testing.assert_allclose(got, want, **tol)
 
 
 def test_transposed_conv_and_im2col_are_thread_count_independent():
     rng = np.random.default_rng(6)
     x, w, b = rand(rng, 3, 16, 13, 11), rand(rng, 16, 6, 4, 4), rand(rng, 12)
-    out = {}
-    for n in (1, 2):
-        edu_seg.set_num_threads(n)
+    def compute():
         cols = cy.im2col(x, (3, 3), (1, 2), (1, 1), (2, 1))
-        out[n] = (cy.conv_transpose2d_forward(x, w, b, (2, 2), (1, 1), (1, 0), (1, 1), 2), cols,
-                  cy.col2im(cols, x.shape, (3, 3), (1, 2), (1, 1), (2, 1)))
-    for a, c in zip(out[1], out[2]):
-        np.testing.assert_array_equal(a, c)
+        return (cy.conv_transpose2d_forward(x, w, b, (2, 2), (1, 1), (1, 0), (1, 1), 2), cols,
+                cy.col2im(cols, x.shape, (3, 3), (1, 2), (1, 1), (2, 1)))
+
+    assert_thread_count_independent(compute)
 
 
 def test_float32_in_float32_out_and_close_to_float64():

@@ -6,12 +6,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import edu_seg
 from edu_seg import Tensor
 from edu_seg._kernels import conv as cy
 from edu_seg._kernels import winograd
 from edu_seg.ops.conv import conv2d, conv_transpose2d
 from edu_seg.reference import conv as ref
+
+from helpers import assert_thread_count_independent
 
 ONE = (1, 1)
 
@@ -34,6 +35,7 @@ def relative_error(got, want):
        bias=st.booleans(), seed=st.integers(0, 2**16))
 def test_winograd_matches_the_float64_reference_within_its_error_bound(
         N, C, C_out, H, W, ph, pw, bias, seed):
+
     """Odd and even maps (a last tile half outside), every padding, 1x1 outputs: the float32
     result is within 1e-5 of the float64 reference relative to the output's scale."""
     if H + 2 * ph < 3 or W + 2 * pw < 3:
@@ -108,13 +110,9 @@ def test_winograd_is_thread_count_independent():
     """Forward and weight gradient (whose batch sum runs in chunks on several threads)."""
     x, w, b = (a.astype(np.float32) for a in arrays(2, 3, 16, 24, 21, 18))
     dy = np.random.default_rng(3).standard_normal((3, 24, 21, 18)).astype(np.float32)
-    out = {}
-    for n in (1, 2):
-        edu_seg.set_num_threads(n)
-        out[n] = (winograd.winograd_conv3x3(x, w, b, ONE),
-                  winograd.winograd_conv3x3_backward_weight(dy, x, ONE))
-    for a, c in zip(out[1], out[2]):
-        np.testing.assert_array_equal(a, c)
+    assert_thread_count_independent(lambda: (
+        winograd.winograd_conv3x3(x, w, b, ONE),
+        winograd.winograd_conv3x3_backward_weight(dy, x, ONE)))
 
 
 @pytest.mark.parametrize("dtype, C, C_out, H, kernel, stride, dilation, groups, expected", [
