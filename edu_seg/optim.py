@@ -25,7 +25,7 @@ import math
 import numpy as np
 
 from .autograd import Tensor
-from .backend import device_of, is_array, to_device
+from .backend import device_of, get_array_module, is_array, kernels, to_device
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "LRScheduler", "PolyLR", "CosineLR",
            "StepLR"]
@@ -247,24 +247,24 @@ class Adam(Optimizer):
             g = _with_weight_decay(p, grad, wd)
         if not state:
             state["step"] = 0
-            state["exp_avg"] = np.zeros_like(p.data)
-            state["exp_avg_sq"] = np.zeros_like(p.data)
+            state["exp_avg"] = np.zeros_like(p.data, order="C")
+            state["exp_avg_sq"] = np.zeros_like(p.data, order="C")
             if group["amsgrad"]:
-                state["max_exp_avg_sq"] = np.zeros_like(p.data)
+                state["max_exp_avg_sq"] = np.zeros_like(p.data, order="C")
         state["step"] += 1
-        t = state["step"]
-        m, v = state["exp_avg"], state["exp_avg_sq"]
-        m *= beta1
-        m += (1 - beta1) * g
-        v *= beta2
-        v += (1 - beta2) * (g * g)
-        if group["amsgrad"]:
-            np.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
-            v = state["max_exp_avg_sq"]
-        bias_correction1 = 1 - beta1 ** t
-        bias_correction2 = 1 - beta2 ** t
-        denom = np.sqrt(v) / p.dtype.type(math.sqrt(bias_correction2)) + p.dtype.type(eps)
-        p.sub_(p.dtype.type(lr / bias_correction1) * (m / denom))
+        # The update formula lives with the kernels (edu_seg/reference/optim.py is the NumPy
+        # version): one pass over memory instead of a dozen array expressions. The kernels
+        # take C-contiguous arrays; a parameter that is a strided view is updated through a
+        # contiguous copy that is written back.
+        xp = get_array_module(p.data)
+        data = xp.ascontiguousarray(p.data)
+        g = xp.ascontiguousarray(g, dtype=p.dtype)             # e.g. a transposed matmul result
+        kernels("optim", data, g).adam_update(
+            data, g, state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq"),
+            state["step"], lr, beta1, beta2, eps)
+        if data is not p.data:
+            p.data[...] = data
+        p._changed_in_place()                 # the kernel wrote p.data: count it as sub_ does
 
 
 class AdamW(Adam):
