@@ -88,6 +88,10 @@ KERNEL_CONTRACT = {
     "graph_segmentation": {
         "segment_graph": "(edges, weights, num_vertices, k, min_size)",
     },
+    "nms": {
+        "nms": "(boxes, scores, iou_threshold)",
+        "batched_nms": "(boxes, scores, classes, iou_threshold)",
+    },
     "optim": {
         "adam_update": "(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, "
                        "beta2, eps)",

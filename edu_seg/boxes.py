@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from .backend import is_cupy_array
+from .backend import host_kernels, is_cupy_array, kernels
 
 __all__ = ["box_area", "box_iou", "nms", "batched_nms", "encode_boxes", "decode_boxes",
            "make_anchors", "clip_boxes", "masks_to_boxes", "paste_masks", "fpn_level"]
@@ -108,10 +108,6 @@ def box_iou(a, b):
     return _iou(a[:, None, :], b[None, :, :])
 
 
-#: Boxes per block in :func:`nms` (a TILE × TILE overlap matrix is 64 KB of bools).
-NMS_TILE = 256
-
-
 def nms(boxes, scores, iou_threshold):
     """Greedy non-maximum suppression: keep the best box, drop those overlapping it, repeat.
 
@@ -131,42 +127,19 @@ def nms(boxes, scores, iou_threshold):
     Notes
     -----
     The definition is a loop: walk the boxes best first; keep a box unless a box kept
-    before it overlaps it by more than the threshold. Done literally, with one vector IoU
-    per kept box, that costs one NumPy round trip per kept box (~2000 for 2000 boxes). Here
-    the boxes, best first, are cut into tiles of ``NMS_TILE``; for each tile
-
-    1. one vector operation finds the tile's boxes that the boxes kept in earlier tiles
-       suppress: ``IoU(kept, tile) > threshold``, any over the kept;
-    2. the tile's own ``IoU(tile, tile) > threshold`` matrix is computed at once, and the
-       greedy walk inside the tile only ORs rows of booleans.
-
-    Same result as the literal loop, 2-3× faster for 2000 boxes; O(K²) work, O(K·TILE)
-    memory.
-
-    CuPy boxes run on the GPU (:mod:`edu_seg.cuda.nms`, torchvision's bitmask design) and
-    give a CuPy int64 array, after the same checks on a host copy of the inputs.
+    before it overlaps it by more than the threshold. The loop runs in the kernel module
+    ``nms`` of the current backend, after the checks here: the NumPy reference
+    (:mod:`edu_seg.reference.nms`, the loop cut into tiles of vector operations), the compiled
+    loop (``kernels/nms.pyx``), or, for CuPy boxes, the GPU (:mod:`edu_seg.cuda.nms`,
+    torchvision's bitmask design, giving a CuPy int64 array; checked on a host copy).
     """
     if is_cupy_array(boxes):
-        from .cuda.nms import nms as nms_on_gpu    # imported only when CuPy is there
         b = _boxes("nms", boxes.get())             # K×4 numbers: checked here, same messages
         _scores("nms", scores.get() if is_cupy_array(scores) else scores, len(b))
-        return nms_on_gpu(boxes, scores, iou_threshold)
+        return kernels("nms", boxes).nms(boxes, scores, iou_threshold)
     b = _boxes("nms", boxes)
     s = _scores("nms", scores, len(b))
-    order = np.argsort(-s, kind="stable")          # best first; ties by index
-    b = b[order]
-    removed = np.zeros(len(b), dtype=bool)
-    for t0 in range(0, len(b), NMS_TILE):
-        tile = b[t0:t0 + NMS_TILE]
-        gone = removed[t0:t0 + NMS_TILE]           # a view: writes land in `removed`
-        kept = b[:t0][~removed[:t0]]               # everything kept so far
-        if len(kept):
-            gone |= (_iou(kept[:, None, :], tile[None, :, :]) > iou_threshold).any(axis=0)
-        over = _iou(tile[:, None, :], tile[None, :, :]) > iou_threshold
-        for i in range(len(tile)):                 # the greedy walk, inside the tile
-            if not gone[i]:
-                gone[i + 1:] |= over[i, i + 1:]
-    return order[~removed].astype(np.int64)
+    return host_kernels("nms").nms(b, s, float(iou_threshold))
 
 
 def batched_nms(boxes, scores, classes, iou_threshold):
@@ -187,30 +160,22 @@ def batched_nms(boxes, scores, classes, iou_threshold):
 
     Notes
     -----
-    One :func:`nms` per class, then one merge. (torchvision also offers the "offset trick",
-    shifting each class's boxes far apart and running one NMS; the loop is exact and as
-    clear.) CuPy boxes run on the GPU (:func:`edu_seg.cuda.nms.batched_nms`: one NMS whose
-    boxes only suppress boxes of their own class), after the same checks on host copies.
+    The NumPy reference runs one :func:`nms` per class, then one merge. (torchvision also
+    offers the "offset trick", shifting each class's boxes far apart and running one NMS; the
+    loop is exact and as clear.) The compiled loop and the GPU make one walk over all the
+    boxes in which a box only suppresses boxes of its own class: the same result.
     """
-    if is_cupy_array(boxes):
-        from .cuda.nms import batched_nms as batched_nms_on_gpu
-        b = _boxes("batched_nms", boxes.get())
-        _scores("batched_nms", scores.get() if is_cupy_array(scores) else scores, len(b))
-        cls = np.asarray(classes.get() if is_cupy_array(classes) else classes)
-        if cls.shape != (len(b),):
-            raise ValueError(f"batched_nms: classes must have shape ({len(b)},), got {cls.shape}")
-        return batched_nms_on_gpu(boxes, scores, classes, iou_threshold)
-    b = _boxes("batched_nms", boxes)
-    s = _scores("batched_nms", scores, len(b))
-    cls = np.asarray(classes)
+    on_gpu = is_cupy_array(boxes)
+    b = _boxes("batched_nms", boxes.get() if on_gpu else boxes)
+    s = _scores("batched_nms", scores.get() if is_cupy_array(scores) else scores, len(b))
+    cls = np.asarray(classes.get() if is_cupy_array(classes) else classes)
     if cls.shape != (len(b),):
         raise ValueError(f"batched_nms: classes must have shape ({len(b)},), got {cls.shape}")
-    kept = []
-    for c in np.unique(cls):
-        members = np.flatnonzero(cls == c)
-        kept.append(members[nms(b[members], s[members], iou_threshold)])
-    keep = np.concatenate(kept) if kept else np.zeros(0, dtype=np.int64)
-    return keep[np.lexsort((keep, -s[keep]))].astype(np.int64)
+    if on_gpu:
+        return kernels("nms", boxes).batched_nms(boxes, scores, classes, iou_threshold)
+    _, group = np.unique(cls, return_inverse=True)             # class -> 0, 1, ... (int64)
+    return host_kernels("nms").batched_nms(b, s, group.reshape(-1).astype(np.int64),
+                                           float(iou_threshold))
 
 
 # ------------------------------------------------------------------------------- box coding

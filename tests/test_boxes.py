@@ -4,10 +4,11 @@ from unittest import mock
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import edu_seg.boxes
+import edu_seg
+import edu_seg.reference.nms
 from edu_seg.boxes import (DEFAULT_CLAMP, batched_nms, box_area, box_iou, clip_boxes,
                            decode_boxes, encode_boxes, fpn_level, make_anchors, masks_to_boxes,
                            nms, paste_masks)
@@ -55,6 +56,23 @@ def test_box_iou_of_zero_area_boxes_is_zero_not_nan():
 
 
 # ------------------------------------------------------------------------------------- NMS
+# The NMS loop runs in the backend's kernel module: the NumPy reference's tiles or the
+# compiled walk. Every NMS test runs on both.
+BACKENDS = ["numpy", "cython"]
+
+
+# the backend holds for every example a hypothesis test draws
+SHARED_FIXTURE = dict(suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@pytest.fixture(params=BACKENDS)
+def nms_backend(request):
+    if request.param == "cython":
+        pytest.importorskip("edu_seg._kernels.nms")
+    with edu_seg.use_backend(request.param):
+        yield request.param
+
+
 def nms_brute_force(boxes, scores, thr):
     """Greedy NMS with two plain loops: the definition."""
     order = sorted(range(len(boxes)), key=lambda i: (-scores[i], i))
@@ -65,9 +83,9 @@ def nms_brute_force(boxes, scores, thr):
     return keep
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, **SHARED_FIXTURE)
 @given(st.integers(0, 2**32 - 1), st.integers(0, 60), st.sampled_from([0.0, 0.3, 0.5, 0.7, 1.0]))
-def test_nms_equals_brute_force(seed, K, thr):
+def test_nms_equals_brute_force(nms_backend, seed, K, thr):
     rng = np.random.default_rng(seed)
     boxes = random_boxes(rng, K, extent=60.0)
     scores = rng.integers(0, 5, K).astype(float)   # many ties: the order must be stable
@@ -75,11 +93,11 @@ def test_nms_equals_brute_force(seed, K, thr):
     keep = nms(boxes, scores, thr)
     assert keep.dtype == np.int64
     assert keep.tolist() == want
-    with mock.patch.object(edu_seg.boxes, "NMS_TILE", 7):   # many tiles for few boxes
+    with mock.patch.object(edu_seg.reference.nms, "NMS_TILE", 7):   # many tiles, few boxes
         assert nms(boxes, scores, thr).tolist() == want
 
 
-def test_nms_keeps_the_best_of_two_overlapping_boxes():
+def test_nms_keeps_the_best_of_two_overlapping_boxes(nms_backend):
     boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]])
     assert nms(boxes, [0.5, 0.9, 0.1], 0.5).tolist() == [1, 2]
     assert nms(boxes, [0.5, 0.9, 0.1], 0.99).tolist() == [1, 0, 2]
@@ -87,7 +105,7 @@ def test_nms_keeps_the_best_of_two_overlapping_boxes():
     assert nms(np.zeros((0, 4)), [], 0.5).tolist() == []
 
 
-def test_nms_on_2000_boxes_equals_brute_force():
+def test_nms_on_2000_boxes_equals_brute_force(nms_backend):
     rng = np.random.default_rng(1)
     boxes = random_boxes(rng, 2000, extent=800.0, min_size=10, max_size=200)
     scores = rng.random(2000)
@@ -104,9 +122,9 @@ def test_nms_on_2000_boxes_equals_brute_force():
     assert keep.tolist() == want
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=30, deadline=None, **SHARED_FIXTURE)
 @given(st.integers(0, 2**32 - 1), st.integers(0, 40))
-def test_batched_nms_is_nms_per_class(seed, K):
+def test_batched_nms_is_nms_per_class(nms_backend, seed, K):
     rng = np.random.default_rng(seed)
     boxes = random_boxes(rng, K, extent=40.0)
     scores = rng.integers(0, 4, K).astype(float)
@@ -120,10 +138,31 @@ def test_batched_nms_is_nms_per_class(seed, K):
     assert keep.tolist() == want
 
 
-def test_batched_nms_never_suppresses_across_classes():
+def test_batched_nms_never_suppresses_across_classes(nms_backend):
     boxes = np.array([[0, 0, 10, 10], [0, 0, 10, 10]])
     assert batched_nms(boxes, [0.9, 0.8], [0, 1], 0.5).tolist() == [0, 1]
     assert batched_nms(boxes, [0.9, 0.8], [1, 1], 0.5).tolist() == [0]
+    assert batched_nms(boxes, [0.9, 0.8], ["cat", "dog"], 0.5).tolist() == [0, 1]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(0, 80),
+       st.sampled_from([-0.5, 0.0, 1 / 3, 0.5, 1.0]))
+def test_compiled_nms_equals_the_reference_on_grid_boxes(seed, K, thr):
+    # boxes on a coarse integer grid: duplicates, zero-area boxes and IoUs of exactly 1/3,
+    # 1/2 and 1 (on the threshold) are common; a negative threshold suppresses even
+    # disjoint boxes. The compiled walk must decide every pair as the reference does.
+    compiled = pytest.importorskip("edu_seg._kernels.nms")
+    rng = np.random.default_rng(seed)
+    xy = rng.integers(0, 6, (K, 2))
+    boxes = np.concatenate([xy, xy + rng.integers(0, 4, (K, 2))], axis=1).astype(float)
+    scores = rng.integers(0, 3, K).astype(float)
+    classes = rng.integers(0, 2, K)
+    reference = edu_seg.reference.nms
+    assert (compiled.nms(boxes, scores, thr).tolist()
+            == reference.nms(boxes, scores, thr).tolist())
+    assert (compiled.batched_nms(boxes, scores, classes, thr).tolist()
+            == reference.batched_nms(boxes, scores, classes, thr).tolist())
 
 
 # ------------------------------------------------------------------------------ box coding
