@@ -37,7 +37,7 @@ import threading
 
 import numpy as np
 
-from .backend import check_device, device_of, get_array_module, is_array, to_device
+from .backend import check_device, device_of, get_array_module, is_array, kernels, to_device
 from .ops.limits import check_output_size
 
 __all__ = ["Tensor", "Function", "Context", "no_grad", "is_grad_enabled", "cat", "stack", "pad",
@@ -792,16 +792,18 @@ class Sqrt(Function):
 
 
 class ReLU(Function):
+    """y = max(x, 0); dx = dy · [y > 0] (the kernels of ``edu_seg/reference/activation.py``)."""
+
     @staticmethod
     def forward(ctx, x):
-        y = _xp(x).maximum(x, 0)
+        y = kernels("activation", x).relu_forward(x)
         ctx.save_for_backward(y)
         return y
 
     @staticmethod
     def backward(ctx, dy):
         (y,) = ctx.saved_tensors
-        return dy * (y > 0)
+        return kernels("activation", dy, y).relu_backward(dy, y)
 
 
 class Sigmoid(Function):

@@ -88,6 +88,10 @@ KERNEL_CONTRACT = {
     "graph_segmentation": {
         "segment_graph": "(edges, weights, num_vertices, k, min_size)",
     },
+    "activation": {
+        "relu_forward": "(x)",
+        "relu_backward": "(dy, y)",
+    },
     "nms": {
         "nms": "(boxes, scores, iou_threshold)",
         "batched_nms": "(boxes, scores, classes, iou_threshold)",
