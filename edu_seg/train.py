@@ -44,7 +44,7 @@ from .backend import to_device, to_host
 from .autograd import Tensor, no_grad
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_atomically
 from .data import DataLoader
-from .metrics import ConfusionMatrix, InstanceAP
+from .metrics import BoundaryConfusion, ConfusionMatrix, InstanceAP
 from .models.base import crop_target
 from .ops.loss import cross_entropy
 from .ops.misc import default_generator, manual_seed
@@ -537,7 +537,7 @@ def batch_to_device(batch, device):
     return {k: to_device(v, device) if isinstance(v, np.ndarray) else v for k, v in batch.items()}
 
 
-def evaluate(model, data, batch_size=16, ignore_index=-100):
+def evaluate(model, data, batch_size=16, ignore_index=-100, boundary_band=None):
     """Loss, pixel accuracy and mIoU over ALL pixels of ``data`` (one confusion matrix).
 
     The model runs in eval mode (batch norm uses its running statistics); its mode is
@@ -551,13 +551,17 @@ def evaluate(model, data, batch_size=16, ignore_index=-100):
     batch_size : int
     ignore_index : int
         Mask value that counts for neither the loss nor the metrics.
+    boundary_band : int, optional
+        Also score, in the same pass, only the pixels within this many pixels of a true edge
+        (:class:`~edu_seg.metrics.BoundaryConfusion`): how well the boundaries are placed.
 
     Returns
     -------
     dict
         ``loss`` (mean cross-entropy per counted pixel), ``pixel_acc``, ``miou``, ``iou`` (per
         class, NaN for classes absent from both ground truth and prediction) and
-        ``confusion`` (the :class:`~edu_seg.metrics.ConfusionMatrix`).
+        ``confusion`` (the :class:`~edu_seg.metrics.ConfusionMatrix`); with
+        ``boundary_band``, also ``boundary_miou``, the mIoU over the band's pixels.
     """
     if model.task != "semantic":
         raise ValueError(f"evaluate: {model.name} is an {model.task} model (one mask per "
@@ -565,6 +569,9 @@ def evaluate(model, data, batch_size=16, ignore_index=-100):
     was_training = model.training
     model.eval()
     cm = ConfusionMatrix(model.config.num_classes, ignore_index=ignore_index)
+    band = (None if boundary_band is None else
+            BoundaryConfusion(model.config.num_classes, band=boundary_band,
+                              ignore_index=ignore_index))
     loss_sum = pixels = 0
     for batch in DataLoader(data, batch_size=batch_size, shuffle=False):
         batch = batch_to_device(batch, model.device)
@@ -575,10 +582,16 @@ def evaluate(model, data, batch_size=16, ignore_index=-100):
             loss_sum += cross_entropy(scores, masks, ignore_index=ignore_index,
                                       reduction="sum").item()
             pixels += n_valid
-        cm.update(scores.data.argmax(axis=1), masks)
+        predicted = scores.data.argmax(axis=1)                   # (N, OH, OW)
+        cm.update(predicted, masks)
+        if band is not None:
+            band.update(predicted, masks)
     model.train(was_training)
-    return {"loss": loss_sum / max(pixels, 1), "pixel_acc": cm.pixel_accuracy(),
-            "miou": cm.miou(), "iou": cm.iou(), "confusion": cm}
+    out = {"loss": loss_sum / max(pixels, 1), "pixel_acc": cm.pixel_accuracy(),
+           "miou": cm.miou(), "iou": cm.iou(), "confusion": cm}
+    if band is not None:
+        out["boundary_miou"] = band.miou()
+    return out
 
 
 @no_grad()

@@ -11,6 +11,7 @@ import edu_seg
 from edu_seg import models
 from edu_seg.autograd import Tensor
 from edu_seg.data import DataLoader, Shapes
+from edu_seg.metrics import BoundaryConfusion
 from edu_seg.models.base import InstanceSegmentationModel
 from edu_seg.ops.loss import cross_entropy
 from edu_seg.ops.misc import default_generator
@@ -225,6 +226,19 @@ def test_an_instance_model_is_validated_by_box_and_mask_ap(tmp_path):
     assert "val mask AP" in trainer.epoch_line(history[-1])
     with pytest.raises(ValueError, match="score it with evaluate_instances"):
         evaluate(model, Shapes(4, seed=1))
+
+
+def test_evaluate_scores_the_boundary_band_in_the_same_pass():
+    model = tiny()
+    data = Shapes(10, size=16, seed=2)
+    scores = evaluate(model, data, batch_size=3, boundary_band=1)
+    assert "boundary_miou" not in evaluate(model, data, batch_size=3)
+    preds = predict(model, np.stack([data[i]["image"] for i in range(10)]))
+    masks = np.stack([data[i]["mask"] for i in range(10)])
+    band = BoundaryConfusion(model.config.num_classes, band=1)
+    band.update(preds, masks)
+    assert scores["boundary_miou"] == pytest.approx(band.miou(), rel=1e-12)
+    assert 0 < band.matrix.sum() < 10 * 16 * 16              # the band, not every pixel
 
 
 def test_evaluate_uses_one_confusion_matrix_over_the_whole_set():

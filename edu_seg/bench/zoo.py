@@ -38,11 +38,8 @@ from pathlib import Path
 import numpy as np
 
 from .. import backend, models
-from ..autograd import Tensor, no_grad
-from ..data import DataLoader
+from ..autograd import no_grad
 from ..data.shapes import VARIANTS
-from ..metrics import BoundaryConfusion
-from ..models.base import crop_target
 from ..train import Trainer, evaluate
 from ..weak import SUPERVISIONS, BoxSup, BoxSupConfig
 from .recipe import (RECIPE, StepTimes, cpu_name, inference_rate, read_rows, setup_row,
@@ -129,22 +126,6 @@ def check_choices(model_names=None, variants=("default",), supervisions=("masks"
 
 
 @no_grad()
-def boundary_iou(model, data, band, batch_size=16):
-    """Mean IoU of ``model`` on ``data`` over the pixels within ``band`` px of a true edge.
-
-    One :class:`~edu_seg.metrics.BoundaryConfusion` accumulated over the whole dataset, the
-    model in eval mode (its mode is restored afterwards).
-    """
-    was_training = model.training
-    model.eval()
-    cm = BoundaryConfusion(model.config.num_classes, band=band)
-    for batch in DataLoader(data, batch_size=batch_size, shuffle=False):
-        scores = model(Tensor(batch["image"]))                   # (N, K, OH, OW)
-        cm.update(scores.data.argmax(axis=1), crop_target(batch["mask"], scores.shape[-2:]))
-    model.train(was_training)
-    return cm.miou()
-
-
 def measure_trained(model, val, class_names, recipe=RECIPE):
     """What every row says about a trained ``model``, measured on the held-out set ``val``.
 
@@ -156,14 +137,13 @@ def measure_trained(model, val, class_names, recipe=RECIPE):
         batch of ``recipe["batch_size"]`` held-out images); numbers already formatted.
     """
     r = recipe
-    scores = evaluate(model, val, r["batch_size"])
-    band_miou = boundary_iou(model, val, r["boundary_band"], r["batch_size"])
+    scores = evaluate(model, val, r["batch_size"], boundary_band=r["boundary_band"])
     images = np.stack([val[i]["image"] for i in range(r["batch_size"])])   # (16, 3, 64, 64)
     rate = inference_rate(model, images)
     size = models.summary(model, (1, 3, r["size"], r["size"]))
     class_iou = "; ".join(f"{c}={'-' if np.isnan(v) else f'{v:.3f}'}"
                           for c, v in zip(class_names, scores["iou"]))
-    return {"miou": f"{scores['miou']:.4f}", "boundary_iou": f"{band_miou:.4f}",
+    return {"miou": f"{scores['miou']:.4f}", "boundary_iou": f"{scores['boundary_miou']:.4f}",
             "class_iou": class_iou, "params": size.total_params, "flops": size.total_flops,
             "infer_img_s": f"{rate:.1f}"}
 
