@@ -726,7 +726,7 @@ def build_parser():
                    "(default: 640, the recipe edu-seg train uses for Mask R-CNN)")
     p.add_argument("--all", action="store_true", help="the whole table: every semantic model "
                    "on default, scale, context, thin and boundary, then Mask R-CNN with "
-                   "RoIAlign and RoIPool and R-CNN's regions scored by mask AP (about 2 h 20 min on "
+                   "RoIAlign and RoIPool and R-CNN's regions scored by mask AP (1 h 51 min on "
                    "2 cores of an AMD EPYC)")
     p.add_argument("--quick", action="store_true", help="a subset in minutes: unet, fcn8s, "
                    "bisenet, icnet, deeplabv3, denseaspp on default and context")

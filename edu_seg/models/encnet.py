@@ -89,7 +89,7 @@ Ablations (presets, run on the Shapes ``"context"`` variant)
       classes are present.
 
     Measured with the zoo's recipe (300 steps, 1 CPU thread): on ``"context"`` EncNet
-    scored 0.60 mIoU, ``no_se_loss`` 0.65 and ``no_encoding`` 0.92; on ``"default"`` 0.89,
+    scored 0.61 mIoU, ``no_se_loss`` 0.65 and ``no_encoding`` 0.92; on ``"default"`` 0.89,
     0.90 and 0.91. The idea loses on Shapes, and the data say why. A scene-level prior
     pays when the classes CO-OCCUR (a bed predicts a pillow, a road a car, in the paper's
     PASCAL-Context and ADE20K); Shapes draws its objects independently, so knowing which

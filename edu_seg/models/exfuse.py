@@ -118,12 +118,14 @@ Making the SEB train from scratch (measured with the zoo's recipe, Shapes defaul
 
 What each part is worth here (the zoo's recipe: Shapes, ResNet-18 from scratch, 300 steps)
     Each row removes one part from the default (all four parts); mIoU and boundary IoU on
-    the "default" and "boundary" variants, and ms per training step (default / boundary):
+    the "default" and "boundary" variants, and ms per training step (default / boundary;
+    the first row was re-measured with faster kernels a day after the others, so compare
+    the times of the ablation rows with each other):
 
     ===================================  ============  ============  =========
     model                                default       boundary      ms/step
     ===================================  ============  ============  =========
-    exfuse (SS + SEB + ECRE + DAP)       0.861 0.785   0.655 0.586   269 / 261
+    exfuse (SS + SEB + ECRE + DAP)       0.864 0.788   0.655 0.587   212 / 204
     ``no_ecre`` (no ECRE branch)         0.882 0.812   0.691 0.620   258 / 256
     ``no_seb``                           0.883 0.811   0.594 0.542   242 / 239
     ``no_dap``                           0.864 0.788   0.682 0.615   234 / 237

@@ -67,7 +67,7 @@ Why a toy cascade one stride finer (the output-stride bound)
     "aux8").
 
 What 64-pixel images do to the cascade (measured with the zoo's recipe: 300 steps, Shapes)
-    This toy ICNet scores about 0.56 mIoU on the default variant, far below PSPNet's 0.80
+    This toy ICNet scores about 0.55 mIoU on the default variant, far below PSPNet's 0.80
     with the same backbone. The cascade itself is the reason: the classes of Shapes differ by
     their corners, and the heavy branch's image is 16x16 pixels, where a shape 13 to 28
     pixels wide shrinks to 3 to 7. With everything else equal, feeding the heavy branch the
