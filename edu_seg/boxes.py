@@ -18,6 +18,8 @@ import math
 import numpy as np
 
 from .backend import host_kernels, is_cupy_array, kernels
+# The IoU formula lives with the NMS kernels, which compare it with the threshold.
+from .reference.nms import _iou
 
 __all__ = ["box_area", "box_iou", "nms", "batched_nms", "encode_boxes", "decode_boxes",
            "make_anchors", "clip_boxes", "masks_to_boxes", "paste_masks", "fpn_level"]
@@ -74,19 +76,6 @@ def box_area(boxes):
     """Area of each box, ``(x2 − x1)·(y2 − y1)``. boxes: (K, 4) -> (K,)."""
     b = _boxes("box_area", boxes)
     return (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-
-
-def _iou(a, b):
-    """IoU of boxes a and b, broadcast against each other (the one formula the module uses).
-
-    a, b: (..., 4) arrays that broadcast. An empty union (two zero-area boxes) gives IoU 0.
-    """
-    w = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
-    h = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
-    inter = w * h
-    union = ((a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
-             + (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1]) - inter)
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
 def box_iou(a, b):

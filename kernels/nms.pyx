@@ -24,7 +24,7 @@ import numpy as np
 cdef extern from *:
     # No fused multiply-adds here: the union's area1 + area2 - intersection rounded once
     # instead of twice could put an IoU on the other side of the threshold than the
-    # reference's; without them every IoU is bit-identical to edu_seg.boxes' formula.
+    # reference's; without them every IoU is bit-identical to the reference's formula.
     """
     #pragma GCC optimize("fp-contract=off")
     """
@@ -69,7 +69,7 @@ cdef void _walk(const double[:, ::1] b, const long long[::1] c, unsigned char[::
         for j in range(i + 1, K):
             if removed[j] or c[j] != c[i]:
                 continue
-            # edu_seg.boxes._iou, operation for operation (an empty union gives IoU 0)
+            # the reference's _iou, operation for operation (an empty union gives IoU 0)
             w = max(min(b[i, 2], b[j, 2]) - max(b[i, 0], b[j, 0]), 0.0)
             h = max(min(b[i, 3], b[j, 3]) - max(b[i, 1], b[j, 1]), 0.0)
             inter = w * h
