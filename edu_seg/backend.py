@@ -443,7 +443,8 @@ def show_config(file=None):
     if _threads is not None:
         try:
             from ._kernels import conv as _conv
-            lines.append("  conv GEMM            : scipy OpenBLAS, 1 thread inside OpenMP loops: "
+            lines.append(f"  conv GEMM            : float32 our own, built for {_conv.GEMM_VECTORS}; "
+                         "float64 scipy OpenBLAS, 1 thread inside OpenMP loops: "
                          + ("yes" if _conv.blas_thread_control_found()
                             else "no (loops run serially)"))
         except ImportError:

@@ -82,6 +82,7 @@ ctypedef fused floating:
     double
 
 cdef extern from "sgemm.h":
+    const char *EDU_SGEMM_VECTORS
     int edu_sgemm(int transA, int transB, int M, int N, int K, const float *A, int lda,
                   const float *B, int ldb, float beta, float *C, int ldc) noexcept nogil
     long edu_packed_a_size(int M, int K) noexcept nogil
@@ -169,6 +170,11 @@ def _find_blas_thread_control():
 
 
 _find_blas_thread_control()
+
+
+#: The vectors our float32 GEMM was compiled for (``kernels/sgemm.h`` has two micro-kernels:
+#: with AVX-512, and with 8-float vectors for CPUs without it).
+GEMM_VECTORS = EDU_SGEMM_VECTORS.decode()
 
 
 def blas_thread_control_found():

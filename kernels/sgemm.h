@@ -37,6 +37,13 @@
 
 #define EDU_MR 8
 #define EDU_NR 32
+
+/* Which micro-kernel this build has (edu-seg info prints it) */
+#ifdef __AVX512F__
+#define EDU_SGEMM_VECTORS "AVX-512 (16 floats per register)"
+#else
+#define EDU_SGEMM_VECTORS "8 floats per register (AVX2 or narrower: the tile in 3 parts)"
+#endif
 #define EDU_KC 256
 #define EDU_MC 128
 #define EDU_NC 1024

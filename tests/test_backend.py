@@ -178,6 +178,17 @@ def test_show_config_reports_everything(capsys):
         assert field in out
 
 
+def test_show_config_names_the_gemm_vectors_this_cpu_was_built_for(capsys):
+    # The kernels are compiled with -march=native: a CPU with AVX-512 gets that micro-kernel,
+    # any other the 8-float one (built for AVX-512, it ran 15-20x slower there).
+    pytest.importorskip("edu_seg._kernels.conv")
+    edu_seg.show_config()
+    out = capsys.readouterr().out
+    native = os.environ.get("EDU_SEG_NO_NATIVE", "0") in ("", "0")   # as `make test` built it
+    avx512 = edu_seg._startup._cpu_has_avx512() and native
+    assert f"built for {'AVX-512' if avx512 else '8 floats per register'}" in out
+
+
 def _run(code, **env):
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
                           text=True, env={**os.environ, **env}, timeout=120)
