@@ -352,7 +352,11 @@ def _neighbour_pairs(labels):
     flat = labels.ravel()
     pairs = flat[_grid_edges(H, W)]
     pairs = pairs[pairs[:, 0] != pairs[:, 1]]
-    return np.unique(np.sort(pairs, axis=1), axis=0)
+    # each pair as one number a·n + b: unique on a 1-D array is a plain sort, 10x faster than
+    # on rows (axis=0), and the numbers sort in the same (a, b) order
+    n = int(flat.max()) + 1
+    codes = np.unique(pairs.min(axis=1) * n + pairs.max(axis=1))
+    return np.stack([codes // n, codes % n], axis=1)
 
 
 def _hierarchy(labels, colour_codes, texture_codes, C):
