@@ -7,6 +7,7 @@ Environment switches (read at build time):
 - ``EDU_SEG_NO_NATIVE=1``     do not add ``-march=native`` (for a wheel that must run elsewhere).
 - ``EDU_SEG_ONLY=conv,pool``  build only these kernel modules (quick rebuilds while developing).
 """
+import importlib.util
 import os
 import pathlib
 import shutil
@@ -68,9 +69,27 @@ else:
     else:
         print("edu_seg build: the C compiler cannot build an OpenMP program; kernels run serially.")
 
-if not flag("EDU_SEG_NO_NATIVE") and compiler_accepts(["-march=native"]):
+native = not flag("EDU_SEG_NO_NATIVE") and compiler_accepts(["-march=native"])
+if native:
     # Lets the C compiler vectorise the im2col/pooling loops with this CPU's widest SIMD.
     compile_args.append("-march=native")
+
+# Record the instruction sets the build compiles for, so that edu_seg refuses (with a message)
+# to load the kernels on a CPU without them instead of dying of an illegal instruction
+# (edu_seg/_cpu.py). Kernels built for other flags than this build's are deleted first: else
+# build_ext, which compares only file dates, would keep them.
+_spec = importlib.util.spec_from_file_location("edu_seg_cpu", HERE / "edu_seg" / "_cpu.py")
+cpu = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(cpu)
+here = cpu.cpu_flags()
+if here is not None:
+    building_for = cpu.vector_flags(here) if native else ()
+    if cpu.read_build_flags() not in (None, building_for):
+        print("edu_seg build: the compiled kernels were built for another CPU's instruction "
+              "sets; rebuilding them all.")
+        for old in (HERE / "edu_seg" / "_kernels").glob("*.so"):
+            old.unlink()
+    pathlib.Path(cpu.BUILD_FLAGS_FILE).write_text(" ".join(building_for) + "\n")
 
 directives = {
     "language_level": 3,

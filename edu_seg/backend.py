@@ -31,7 +31,7 @@ import warnings
 
 import numpy as np
 
-from . import _startup
+from . import _cpu, _startup
 
 BACKENDS = ("cython", "numpy", "cupy")
 
@@ -123,7 +123,21 @@ _warned_missing = set()
 
 
 def _load_compiled_core():
-    """Import the compiled thread-control module; None (with one warning) if the build is missing."""
+    """Import the compiled thread-control module; None (with one warning) if the build is
+    missing, or was compiled for instructions this CPU does not have (see :mod:`edu_seg._cpu`:
+    importing it would kill the process with an illegal instruction)."""
+    missing = _cpu.flags_missing_here(_cpu.read_build_flags(), _cpu.cpu_flags())
+    if missing:
+        warnings.warn(
+            f"edu_seg: the compiled core was built on a CPU with {', '.join(missing)}, which "
+            "this CPU lacks; its code would stop the process with an illegal instruction here. "
+            "Running on the NumPy reference backend, which is correct but slower. Rebuild on "
+            "this machine with `make build` (or `pip install -e .`), or build with "
+            "EDU_SEG_NO_NATIVE=1 for a copy that runs on other CPUs.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
     try:
         from ._kernels import threads
         return threads
@@ -443,8 +457,9 @@ def show_config(file=None):
     if _threads is not None:
         try:
             from ._kernels import conv as _conv
-            lines.append(f"  conv GEMM            : float32 our own, built for {_conv.GEMM_VECTORS}; "
-                         "float64 scipy OpenBLAS, 1 thread inside OpenMP loops: "
+            lines.append("  conv GEMM            : float32 our own, built for "
+                         f"{_conv.GEMM_VECTORS}; float64 scipy OpenBLAS, 1 thread inside "
+                         "OpenMP loops: "
                          + ("yes" if _conv.blas_thread_control_found()
                             else "no (loops run serially)"))
         except ImportError:

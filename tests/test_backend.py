@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import edu_seg
-from edu_seg import backend, nn
+from edu_seg import _cpu, backend, nn
 from edu_seg.autograd import Tensor
 
 
@@ -192,6 +192,51 @@ def test_show_config_names_the_gemm_vectors_this_cpu_was_built_for(capsys):
 def _run(code, **env):
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
                           text=True, env={**os.environ, **env}, timeout=120)
+
+
+def test_a_core_built_for_instructions_this_cpu_lacks_is_not_loaded():
+    """A build recorded for a flag this CPU lacks (here a made-up one): edu_seg must warn, name
+    the flag and the fix, and run on NumPy, instead of dying of an illegal instruction."""
+    code = f"""
+        import importlib.util, sys, warnings
+        spec = importlib.util.spec_from_file_location("edu_seg._cpu", {str(_cpu.__file__)!r})
+        cpu = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(cpu)
+        cpu.read_build_flags = lambda path=None: ("sse4_2", "made_up_isa")
+        sys.modules["edu_seg._cpu"] = cpu
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            import edu_seg
+        msgs = [str(w.message) for w in caught if "compiled core" in str(w.message)]
+        print(len(msgs), edu_seg.get_backend(), "made_up_isa" in msgs[0], "make build" in msgs[0])
+    """
+    assert _run(code).stdout.split() == ["1", "numpy", "True", "True"]
+
+
+def test_the_build_records_the_vector_flags_of_this_cpu():
+    # written by setup.py next to the compiled modules; on Linux only
+    here = _cpu.cpu_flags()
+    if here is None or _cpu.read_build_flags() is None:
+        pytest.skip("no /proc/cpuinfo, or the core was built elsewhere")
+    native = os.environ.get("EDU_SEG_NO_NATIVE", "0") in ("", "0")
+    assert _cpu.read_build_flags() == (_cpu.vector_flags(here) if native else ())
+    assert _cpu.flags_missing_here(_cpu.read_build_flags(), here) == ()
+
+
+def test_cpu_flag_helpers(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse4_2 avx avx2 fma\n")
+    assert _cpu.cpu_flags(str(info)) == {"fpu", "sse4_2", "avx", "avx2", "fma"}
+    assert _cpu.cpu_flags(str(tmp_path / "missing")) is None
+    assert _cpu.vector_flags({"fpu", "avx2", "sse4_2", "avx512f"}) == ("sse4_2", "avx2", "avx512f")
+    built = tmp_path / "flags.txt"
+    built.write_text("avx2 avx512f\n")
+    assert _cpu.read_build_flags(str(built)) == ("avx2", "avx512f")
+    assert _cpu.read_build_flags(str(tmp_path / "none.txt")) is None
+    assert _cpu.flags_missing_here(("avx2", "avx512f"), {"avx2"}) == ("avx512f",)
+    assert _cpu.flags_missing_here(("avx2",), {"avx2", "avx512f"}) == ()
+    assert _cpu.flags_missing_here(None, {"avx2"}) == ()
+    assert _cpu.flags_missing_here(("avx512f",), None) == ()
 
 
 def test_missing_compiled_core_falls_back_to_numpy_with_one_warning():

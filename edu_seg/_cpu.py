@@ -1,0 +1,65 @@
+"""Whether the compiled core was built for a CPU that this one can stand in for.
+
+The kernels are compiled with ``-march=native``: the compiler may use every instruction set the
+building CPU has. Copied to a CPU without one of them (a virtual environment built on an
+AVX-512 server and used on an AVX2 laptop, say), the first such instruction stops the process
+with "Illegal instruction" — no exception, no message. So the build records the building CPU's
+flags (``setup.py`` writes :data:`BUILD_FLAGS_FILE`), and ``edu_seg`` compares them with this
+CPU's before it imports a compiled module. Linux only (``/proc/cpuinfo``); elsewhere nothing is
+recorded and nothing is checked.
+
+This module imports nothing from ``edu_seg`` (``setup.py`` loads it on its own, before anything
+is built).
+"""
+import os
+
+#: The instruction-set flags (as ``/proc/cpuinfo`` names them) that ``-march=native`` can make
+#: the compiler use in vector and bit-manipulation code.
+VECTOR_ISA_FLAGS = (
+    "sse4_1", "sse4_2", "avx", "avx2", "fma", "f16c", "bmi1", "bmi2", "avx512f", "avx512dq",
+    "avx512cd", "avx512bw", "avx512vl", "avx512ifma", "avx512vbmi", "avx512_vbmi2",
+    "avx512_vnni", "avx512_bitalg", "avx512_vpopcntdq", "avx512_bf16", "avx512_fp16", "gfni",
+    "vaes", "vpclmulqdq", "amx_tile",
+)
+
+#: Where the build writes the flags it compiled for (next to the compiled modules).
+BUILD_FLAGS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_kernels",
+                                "build_cpu_flags.txt")
+
+
+def cpu_flags(cpuinfo="/proc/cpuinfo"):
+    """The flags of this CPU (a set of str), or None where ``cpuinfo`` cannot be read."""
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return None
+
+
+def vector_flags(flags):
+    """The flags of :data:`VECTOR_ISA_FLAGS` among ``flags``, in that order (a tuple)."""
+    return tuple(f for f in VECTOR_ISA_FLAGS if f in flags)
+
+
+def read_build_flags(path=BUILD_FLAGS_FILE):
+    """The vector flags the compiled core was built for, or None if the build recorded none."""
+    try:
+        with open(path) as f:
+            return tuple(f.read().split())
+    except OSError:
+        return None
+
+
+def flags_missing_here(built, here):
+    """The flags in ``built`` (what the build compiled for) that ``here`` (this CPU's flags)
+    lacks, in order; () when either is unknown (None).
+
+    >>> flags_missing_here(("avx2", "avx512f"), {"avx", "avx2", "fma"})
+    ('avx512f',)
+    """
+    if built is None or here is None:
+        return ()
+    return tuple(f for f in built if f not in here)
