@@ -16,6 +16,8 @@ import ctypes
 import os
 import sys
 
+from . import _cpu
+
 #: What this module did, for ``show_config()``.
 STATUS = {"openblas_coretype": None, "malloc_tuned": False}
 
@@ -23,15 +25,8 @@ _AVX512_FLAGS = ("avx512f", "avx512bw", "avx512dq", "avx512vl")  # what OpenBLAS
 
 
 def _cpu_has_avx512():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return all(fl in flags for fl in _AVX512_FLAGS)
-    except OSError:
-        pass
-    return False
+    flags = _cpu.cpu_flags()
+    return flags is not None and all(fl in flags for fl in _AVX512_FLAGS)
 
 
 def _tune():
