@@ -293,8 +293,11 @@ static inline void edu_micro_tile(int kc, const float *restrict Ap, const float 
  * those of the AVX-512 loop. */
 typedef float edu_vec8 __attribute__((vector_size(32)));
 
-/* rows [i0, i0 + R) x columns [j0, j0 + 8 V) of the tile c = Ap @ Bp; R x V <= 12 */
-#define EDU_TILE_PART(R, V, i0, j0)                                                     \
+typedef float edu_vec8u __attribute__((vector_size(32), aligned(4)));
+
+/* Rows [i0, i0 + R) x columns [j0, j0 + 8 V) of the tile Ap @ Bp (R x V <= 12), each of its
+ * 8-float pieces handed to STORE(row, column, value) */
+#define EDU_TILE_PART(R, V, i0, j0, STORE)                                              \
     do {                                                                                \
         edu_vec8 acc[R][V];                                                             \
         for (int i = 0; i < R; i++)                                                     \
@@ -312,22 +315,51 @@ typedef float edu_vec8 __attribute__((vector_size(32)));
         }                                                                               \
         for (int i = 0; i < R; i++)                                                     \
             for (int v = 0; v < V; v++)                                                 \
-                memcpy((float *)&c[(i0) + i][0] + (j0) + 8 * v, &acc[i][v], sizeof acc[i][v]); \
+                STORE((i0) + i, (j0) + 8 * v, acc[i][v]);                               \
+    } while (0)
+
+/* into the tile c, for the caller to write out */
+#define EDU_INTO_TILE(row, col, value) \
+    memcpy((float *)&c[row][0] + (col), &(value), sizeof(value))
+/* straight into C (row stride ldc) = beta * C + value, as edu_micro_kernel writes a full tile */
+#define EDU_INTO_C(row, col, value)                                                     \
+    do {                                                                                \
+        edu_vec8u *dst = (edu_vec8u *)(C + (long)(row) * ldc + (col));                  \
+        *dst = beta == 0.f ? (value) : beta * *dst + (value);                           \
     } while (0)
 
 static inline void edu_micro_tile(int kc, const float *restrict Ap, const float *restrict Bp,
                                   edu_vec16 c[EDU_MR][2]) {
-    EDU_TILE_PART(6, 2, 0, 0);
-    EDU_TILE_PART(6, 2, 0, 16);
-    EDU_TILE_PART(2, 4, 6, 0);
+    EDU_TILE_PART(6, 2, 0, 0, EDU_INTO_TILE);
+    EDU_TILE_PART(6, 2, 0, 16, EDU_INTO_TILE);
+    EDU_TILE_PART(2, 4, 6, 0, EDU_INTO_TILE);
+}
+
+/* A full tile of C = beta * C + Ap @ Bp with no trip through the tile c: on products with a
+ * short k (a Winograd GEMM over 16 channels has kc = 16) that copy cost a fifth of the time
+ * (M = 16, N = 1024, K = 16 on one core: 29 -> 38 GFLOP/s; K = 144: 38 -> 41). */
+static inline void edu_micro_tile_into(int kc, const float *restrict Ap,
+                                       const float *restrict Bp, float beta, float *C,
+                                       int ldc) {
+    EDU_TILE_PART(6, 2, 0, 0, EDU_INTO_C);
+    EDU_TILE_PART(6, 2, 0, 16, EDU_INTO_C);
+    EDU_TILE_PART(2, 4, 6, 0, EDU_INTO_C);
 }
 #undef EDU_TILE_PART
+#undef EDU_INTO_TILE
+#undef EDU_INTO_C
 #endif
 
 /* The EDU_MR x EDU_NR tile at C (row stride ldc) = beta * C + Ap @ Bp; only its first mr rows
  * and nr columns exist in C. beta == 0 never reads C (it may hold garbage). */
 static void edu_micro_kernel(int kc, const float *restrict Ap, const float *restrict Bp,
                              float beta, float *C, int ldc, int mr, int nr) {
+#ifndef __AVX512F__
+    if (mr == EDU_MR && nr == EDU_NR) {
+        edu_micro_tile_into(kc, Ap, Bp, beta, C, ldc);
+        return;
+    }
+#endif
     edu_vec16 c[EDU_MR][2];
     edu_micro_tile(kc, Ap, Bp, c);
     if (mr == EDU_MR && nr == EDU_NR) {
