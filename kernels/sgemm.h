@@ -37,6 +37,9 @@
 
 #define EDU_MR 8
 #define EDU_NR 32
+#define EDU_KC 256
+#define EDU_MC 128
+#define EDU_NC 1024
 
 /* Which micro-kernel this build has (edu-seg info prints it) */
 #ifdef __AVX512F__
@@ -44,12 +47,11 @@
 #else
 #define EDU_SGEMM_VECTORS "8 floats per register (AVX2 or narrower: the tile in 3 parts)"
 #endif
-#define EDU_KC 256
-#define EDU_MC 128
-#define EDU_NC 1024
 
 typedef float edu_vec16 __attribute__((vector_size(64)));                 /* aligned loads */
 typedef float edu_vec16u __attribute__((vector_size(64), aligned(4)));    /* unaligned */
+typedef float edu_vec8 __attribute__((vector_size(32)));                  /* 8 floats: */
+typedef float edu_vec8u __attribute__((vector_size(32), aligned(4)));     /* no AVX-512 */
 
 /* Packing op(A) = A or op(B) = Bᵀ turns rows of the source into k-major panels: a transpose.
  * One float at a time that is a scattered store per float, and it cost more than the products
@@ -100,7 +102,6 @@ static inline void edu_transpose_block(const float *src, long ld_src, float *dst
  * than copying float by float (5 GB/s). There the blocks are 8 x 8, the butterfly runs on
  * 8-float vectors (s = 4, 2, 1), and a panel of EDU_MR = 8 rows is one block per 8 values of k. */
 #define EDU_BLOCK_TRANSPOSE8 1
-typedef float edu_vec8b __attribute__((vector_size(32), aligned(4)));
 typedef int edu_idx8 __attribute__((vector_size(32)));
 
 /* dst[kk * ld_dst + i] = rows[i][col + kk] for i, kk < 8 */
@@ -112,22 +113,22 @@ static inline void edu_transpose8_rows(const float *const *rows, long col, float
     static const edu_idx8 hi[3] = {{4, 5, 6, 7, 12, 13, 14, 15},
                                    {2, 3, 10, 11, 6, 7, 14, 15},
                                    {1, 9, 3, 11, 5, 13, 7, 15}};
-    edu_vec8b r[8];
+    edu_vec8u r[8];
     for (int i = 0; i < 8; i++)
-        r[i] = *(const edu_vec8b *)(rows[i] + col);
+        r[i] = *(const edu_vec8u *)(rows[i] + col);
 #pragma GCC unroll 3
     for (int stage = 0; stage < 3; stage++)
 #pragma GCC unroll 8
         for (int i = 0; i < 8; i++) {
             int s = 4 >> stage;
             if (!(i & s)) {
-                edu_vec8b a = r[i], b = r[i + s];
+                edu_vec8u a = r[i], b = r[i + s];
                 r[i] = __builtin_shuffle(a, b, lo[stage]);
                 r[i + s] = __builtin_shuffle(a, b, hi[stage]);
             }
         }
     for (int kk = 0; kk < 8; kk++)
-        *(edu_vec8b *)(dst + kk * ld_dst) = r[kk];
+        *(edu_vec8u *)(dst + kk * ld_dst) = r[kk];
 }
 #endif
 
@@ -291,10 +292,6 @@ static inline void edu_micro_tile(int kc, const float *restrict Ap, const float 
  * quarters and 3 for the loop above. The parts read the same packed panels, and every element
  * is still the same sum over k in increasing order: the packed layout and the results are
  * those of the AVX-512 loop. */
-typedef float edu_vec8 __attribute__((vector_size(32)));
-
-typedef float edu_vec8u __attribute__((vector_size(32), aligned(4)));
-
 /* Rows [i0, i0 + R) x columns [j0, j0 + 8 V) of the tile Ap @ Bp (R x V <= 12), each of its
  * 8-float pieces handed to STORE(row, column, value) */
 #define EDU_TILE_PART(R, V, i0, j0, STORE)                                              \
@@ -337,7 +334,7 @@ static inline void edu_micro_tile(int kc, const float *restrict Ap, const float 
 
 /* A full tile of C = beta * C + Ap @ Bp with no trip through the tile c: on products with a
  * short k (a Winograd GEMM over 16 channels has kc = 16) that copy cost a fifth of the time
- * (M = 16, N = 1024, K = 16 on one core: 29 -> 38 GFLOP/s; K = 144: 38 -> 41). */
+ * (M = 16, N = 1024, K = 16 on one core: 29 -> 41 GFLOP/s; K = 144: 38 -> 42). */
 static inline void edu_micro_tile_into(int kc, const float *restrict Ap,
                                        const float *restrict Bp, float beta, float *C,
                                        int ldc) {
