@@ -87,6 +87,11 @@ def machine_description():
     blas = ", ".join(f"{i['internal_api']} {i['version']} ({i.get('architecture')})"
                      for i in threadpool_info() if i.get("user_api") == "blas")
     torch = torch_or_none()
+    try:
+        from edu_seg._kernels.conv import GEMM_VECTORS
+        cpu += f" (conv GEMM built for {GEMM_VECTORS})"
+    except ImportError:
+        pass
     return (f"{cpu}, {os.cpu_count()} logical CPUs, Python {platform.python_version()}, "
             f"NumPy {np.__version__}, BLAS: {blas or 'not loaded'}, "
             f"PyTorch: {torch.__version__ if torch else 'not installed'}, "

@@ -1,7 +1,9 @@
 """Run every benchmark module and write benchmarks/RESULTS.md.
 
-Usage: ``python benchmarks/run.py [name ...]`` (names of ``bench_<name>.py``; default: all).
-Each ``bench_<name>.py`` defines ``TITLE`` and ``run() -> str`` (a Markdown section).
+Usage: ``python benchmarks/run.py [--out FILE] [name ...]`` (names of ``bench_<name>.py``;
+default: all). Each ``bench_<name>.py`` defines ``TITLE`` and ``run() -> str`` (a Markdown
+section). The results go to ``RESULTS.md`` (all), ``RESULTS-<names>.md`` (a scratch run of
+some, not committed), or FILE: ``RESULTS_AVX2.md`` holds the figures of a CPU without AVX-512.
 """
 import datetime
 import importlib
@@ -14,7 +16,7 @@ sys.path.insert(0, str(HERE))
 from common import machine_description  # noqa: E402
 
 
-def main(names):
+def main(names, out=None, command="make bench"):
     modules = sorted(p.stem for p in HERE.glob("bench_*.py"))
     if names:
         modules = [m for m in modules if m.removeprefix("bench_") in names]
@@ -25,14 +27,22 @@ def main(names):
         section = mod.run()
         print(section, flush=True)
         sections.append(f"## {mod.TITLE}\n\n{section}\n")
-    out = HERE / ("RESULTS.md" if not names else f"RESULTS-{'-'.join(names)}.md")
+    if out is None:
+        out = HERE / ("RESULTS.md" if not names else f"RESULTS-{'-'.join(names)}.md")
     out.write_text(
         "# Benchmark results\n\n"
-        f"Measured {datetime.date.today()} with `make bench` on: {machine_description()}.\n\n"
+        f"Measured {datetime.date.today()} with `{command}` on: {machine_description()}.\n\n"
         "Times are milliseconds, median (min) of several runs; `fwd+bwd` includes the forward.\n\n"
         + "\n".join(sections))
     print(f"wrote {out}")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    args = sys.argv[1:]
+    out = None
+    if args[:1] == ["--out"]:
+        if len(args) < 2:
+            sys.exit("run.py: --out needs a file name, e.g. --out benchmarks/RESULTS_AVX2.md")
+        out, args = pathlib.Path(args[1]), args[2:]
+    main(args, out, "make bench" if not sys.argv[1:] else
+         "python benchmarks/run.py " + " ".join(sys.argv[1:]))
