@@ -11,6 +11,7 @@ recorded and nothing is checked.
 This module imports nothing from ``edu_seg`` (``setup.py`` loads it on its own, before anything
 is built).
 """
+import functools
 import os
 
 #: The instruction-set flags (as ``/proc/cpuinfo`` names them) that ``-march=native`` can make
@@ -27,13 +28,15 @@ BUILD_FLAGS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_ke
                                 "build_cpu_flags.txt")
 
 
+@functools.lru_cache(maxsize=None)
 def cpu_flags(cpuinfo="/proc/cpuinfo"):
-    """The flags of this CPU (a set of str), or None where ``cpuinfo`` cannot be read."""
+    """The flags of this CPU (a frozenset of str), or None where ``cpuinfo`` cannot be read.
+    Read once: ``import edu_seg`` asks twice (its BLAS setting, then the compiled core's check)."""
     try:
         with open(cpuinfo) as f:
             for line in f:
                 if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
+                    return frozenset(line.split(":", 1)[1].split())
     except OSError:
         pass
     return None

@@ -11,6 +11,10 @@ import edu_seg
 from edu_seg import _cpu, backend, nn
 from edu_seg.autograd import Tensor
 
+#: Whether the compiled core was built with -march=native (the same environment runs
+#: `make test`'s build and its tests).
+NATIVE_BUILD = os.environ.get("EDU_SEG_NO_NATIVE", "0") in ("", "0")
+
 
 def test_default_backend_is_cython_when_built():
     assert backend.compiled_core_available(), "the compiled core should be built for the tests"
@@ -184,8 +188,7 @@ def test_show_config_names_the_gemm_vectors_this_cpu_was_built_for(capsys):
     pytest.importorskip("edu_seg._kernels.conv")
     edu_seg.show_config()
     out = capsys.readouterr().out
-    native = os.environ.get("EDU_SEG_NO_NATIVE", "0") in ("", "0")   # as `make test` built it
-    avx512 = edu_seg._startup._cpu_has_avx512() and native
+    avx512 = edu_seg._startup._cpu_has_avx512() and NATIVE_BUILD
     assert f"built for {'AVX-512' if avx512 else '8 floats per register'}" in out
 
 
@@ -218,8 +221,7 @@ def test_the_build_records_the_vector_flags_of_this_cpu():
     here = _cpu.cpu_flags()
     if here is None or _cpu.read_build_flags() is None:
         pytest.skip("no /proc/cpuinfo, or the core was built elsewhere")
-    native = os.environ.get("EDU_SEG_NO_NATIVE", "0") in ("", "0")
-    assert _cpu.read_build_flags() == (_cpu.vector_flags(here) if native else ())
+    assert _cpu.read_build_flags() == (_cpu.vector_flags(here) if NATIVE_BUILD else ())
     assert _cpu.flags_missing_here(_cpu.read_build_flags(), here) == ()
 
 
