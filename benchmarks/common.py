@@ -73,23 +73,18 @@ def set_threads(n):
 
 def machine_description():
     """One paragraph on where the benchmark ran: CPU, cores, BLAS, library versions."""
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
     from threadpoolctl import threadpool_info
+
+    from edu_seg.bench.recipe import cpu_name
+
+    cpu = cpu_name()                          # "AMD EPYC (AVX2)": model name and vectors
 
     blas = ", ".join(f"{i['internal_api']} {i['version']} ({i.get('architecture')})"
                      for i in threadpool_info() if i.get("user_api") == "blas")
     torch = torch_or_none()
     try:
         from edu_seg._kernels.conv import GEMM_VECTORS
-        cpu += f" (conv GEMM built for {GEMM_VECTORS})"
+        cpu += f"; conv GEMM built for {GEMM_VECTORS}"
     except ImportError:
         pass
     return (f"{cpu}, {os.cpu_count()} logical CPUs, Python {platform.python_version()}, "

@@ -239,6 +239,18 @@ def test_cpu_flag_helpers(tmp_path):
     assert _cpu.flags_missing_here(("avx2",), {"avx2", "avx512f"}) == ()
     assert _cpu.flags_missing_here(None, {"avx2"}) == ()
     assert _cpu.flags_missing_here(("avx512f",), None) == ()
+    assert _cpu.widest_vectors({"avx", "avx2", "avx512f"}) == "AVX-512"
+    assert _cpu.widest_vectors({"avx", "avx2", "fma"}) == "AVX2"
+    assert _cpu.widest_vectors({"sse4_2"}) is None and _cpu.widest_vectors(None) is None
+
+
+def test_figures_name_the_cpu_with_its_vectors():
+    """Two machines with one model name ("AMD EPYC") can differ in AVX-512, which doubles the
+    kernels' speed: the zoo's and the benchmarks' rows must tell them apart."""
+    from edu_seg.bench.recipe import cpu_name
+
+    vectors = _cpu.widest_vectors(_cpu.cpu_flags())
+    assert cpu_name().endswith(f" ({vectors})") if vectors else "(" not in cpu_name()
 
 
 def test_missing_compiled_core_falls_back_to_numpy_with_one_warning():
