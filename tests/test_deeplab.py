@@ -182,7 +182,7 @@ def test_deeplabv3plus_without_decoder_upsamples_aspp_scores_by_the_output_strid
 
 
 @pytest.mark.parametrize("config", [{"output_stride": 16}, {"preset": "xception"},
-                                    {"backbone": "resnet_tiny"}])
+                                    {"backbone": "resnet_tiny"}, {"preset": "resnet_tiny"}])
 def test_deeplabv3plus_other_strides_and_backbones_still_decode_at_stride_4(config):
     model = _build("deeplabv3plus", **config).eval()
     seen = {}

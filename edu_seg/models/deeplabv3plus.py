@@ -64,6 +64,9 @@ What it changes
 
 ``preset="no_decoder"`` drops the decoder (classifier on ASPP, bilinear up by the output
 stride: DeepLabV3 with separable ASPP), the ablation that measures what the decoder adds;
+``preset="resnet_tiny"`` is the cheap one, ``resnet_tiny`` at output stride 8: the
+DeepLabV3+ whose accuracy is nearest ICNet's on Shapes, the one the real-time
+:mod:`edu_seg.models.icnet` must beat on speed at the same accuracy;
 ``preset="paper"`` is ResNet-50 at output stride 16 with 256/48 channels and rates 6, 12, 18
 (the paper reports ResNet-101 and Xception-65; neither is here at full size).
 
@@ -159,7 +162,8 @@ class DeepLabV3Plus(SegmentationModel):
                          "low_level_channels": 48,
                          "decoder_channels": 256},
                "no_decoder": {"decoder": False},
-               "xception": {"backbone": "xception_tiny"}}
+               "xception": {"backbone": "xception_tiny"},
+               "resnet_tiny": {"backbone": "resnet_tiny"}}
 
     def __init__(self, config):
         super().__init__(config)
