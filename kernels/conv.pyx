@@ -119,8 +119,14 @@ cdef extern from "conv_threads.h":
 # Per-thread im2col workspace: a tile of cols this size stays in the core's L2 cache while the
 # GEMM reads it, and every temporary stays far below the 32 MB where malloc switches to mmap.
 cdef Py_ssize_t TILE_BYTES = 1 << 20
-# Small batches are cut into at least this many items so that every thread gets work.
+# Small batches are cut into at least this many items so that every thread gets work, but an
+# item keeps at least MIN_TILE_COLUMNS output pixels, the width of the GEMM's micro-tile
+# (EDU_NR in sgemm.h): one image of an 8x8 map cut into 8 tiles of one row each made GEMMs of 8
+# columns (the micro-kernel computing 32 and dropping 24) and im2col copies of 8 floats; a 3x3
+# conv of 16 channels there took 49 us, in two tiles of 32 columns 25 us (AMD EPYC with AVX2,
+# 1 and 2 threads; larger maps and batches are cut as before, and the sums do not change).
 cdef int MIN_ITEMS = 8
+cdef int MIN_TILE_COLUMNS = 32
 # A GEMM with fewer columns than this re-reads its weights more than it multiplies: maps with
 # fewer output pixels put several samples in one tile (up to this many columns, and at most
 # SMALL_MAP_BYTES of cols, which a 512-channel 3x3 layer on 2x2 maps needs for 64 columns).
@@ -299,14 +305,19 @@ cdef inline Span _valid_range(int n_out, int offset, int stride, int size) noexc
 
 
 cdef int _rows_per_tile(int OH, int OW, Py_ssize_t column_bytes, int want_tiles) noexcept nogil:
-    """Output rows per tile: as many as fit TILE_BYTES of cols, split into >= want_tiles tiles.
+    """Output rows per tile: as many as fit TILE_BYTES of cols, split into >= want_tiles tiles
+    unless that makes tiles of fewer than MIN_TILE_COLUMNS output pixels.
 
     The rows are then spread evenly over the tiles (32 rows in tiles of at most 14 become
     11 + 11 + 10, not 14 + 14 + 4): a thin last tile would make a slow, thin GEMM.
     """
-    cdef Py_ssize_t r = TILE_BYTES // (column_bytes * OW)
-    if r > _cdiv(OH, want_tiles):
-        r = _cdiv(OH, want_tiles)
+    cdef Py_ssize_t r = _cdiv(OH, want_tiles)
+    cdef Py_ssize_t fewest = _cdiv(MIN_TILE_COLUMNS, OW)    # rows of MIN_TILE_COLUMNS pixels
+    cdef Py_ssize_t most = TILE_BYTES // (column_bytes * OW)
+    if r < fewest <= most:      # as many tiles as have `fewest` rows each, the rest spread
+        return _cdiv(OH, max(OH // <int>fewest, 1))
+    if r > most:
+        r = most
     if r < 1:
         r = 1
     return _cdiv(OH, _cdiv(OH, <int>r))

@@ -265,6 +265,7 @@ def test_gradients_of_a_non_contiguous_input_and_a_broadcast_dy():
 # ------------------------------------------------------------- special paths, bigger sizes
 BIG_CASES = [  # exercise the row tiles, channel blocks and chunked weight sums of the kernel
     ((1, 64, 20, 64), (8, 64, 3, 3), 1, 1, 1, 1),        # several row tiles per sample
+    ((1, 16, 11, 7), (16, 16, 3, 3), 1, 1, 1, 1),        # row tiles of >= 32 pixels: 6 + 5 rows
     ((3, 16, 11, 13), (12, 4, 3, 3), 1, 1, 2, 4),        # grouped
     ((2, 24, 12, 12), (24, 1, 3, 3), 2, 2, 2, 24),       # depthwise, stride 2, dilation 2
     ((2, 24, 12, 12), (24, 1, 5, 5), 1, 2, 1, 24),       # depthwise 5x5
