@@ -35,6 +35,9 @@ def _pair(op, name, value, minimum):
     Raises TypeError for anything that is not an integer (floats, including nan and inf,
     bools, strings) and ValueError for a wrong length or a value below ``minimum``.
     """
+    if type(value) is tuple and len(value) == 2 and type(value[0]) is int \
+            and type(value[1]) is int and value[0] >= minimum and value[1] >= minimum:
+        return value            # already a valid pair: the common case, checked cheaply
     items = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
     if len(items) != 2:
         raise ValueError(f"{op}: {name} must be an int or a pair of ints, got {value!r} "
@@ -138,11 +141,12 @@ def _check_bias(op, b, c_out):
 
 
 def _check_output_size(op, sizes, formula, values):
-    """Raise if an output size is <= 0, naming the dimension and the formula's numbers."""
+    """Raise if an output size is <= 0, naming the dimension and the formula's numbers
+    (``values()``: the formula with each axis's numbers, formatted only to raise)."""
     for axis, name in enumerate(("height", "width")):
         if sizes[axis] <= 0:
             raise ValueError(f"{op}: output {name} would be {sizes[axis]} (it must be >= 1): "
-                             f"{formula} = {values[axis]} = {sizes[axis]}; the input is too "
+                             f"{formula} = {values()[axis]} = {sizes[axis]}; the input is too "
                              f"small for this kernel, dilation and padding")
 
 
@@ -174,13 +178,16 @@ def _validate_conv2d(x, w, b, stride, padding, dilation, groups):
     sizes = conv2d_output_size((H, W), (KH, KW), stride, padding, dilation)
     _check_output_size(
         op, sizes, "floor((H + 2*padding - dilation*(K-1) - 1)/stride) + 1",
-        [f"floor(({i} + 2*{p} - {d}*({k}-1) - 1)/{s}) + 1"
-         for i, k, s, p, d in zip((H, W), (KH, KW), stride, padding, dilation)])
-    what = (f"x {tuple(x.shape)}, w {tuple(w.shape)}, stride={stride}, padding={padding}, "
-            f"dilation={dilation}")
+        lambda: [f"floor(({i} + 2*{p} - {d}*({k}-1) - 1)/{s}) + 1"
+                 for i, k, s, p, d in zip((H, W), (KH, KW), stride, padding, dilation)])
+
+    def what():
+        return (f"x {tuple(x.shape)}, w {tuple(w.shape)}, stride={stride}, padding={padding}, "
+                f"dilation={dilation}")
+
     check_output_size(op, (N, C_out) + sizes, x.dtype, what)
     check_workspace(op, (C * KH * KW, sizes[0] * sizes[1]), x.dtype,
-                    f"im2col of C*KH*KW x OH*OW for {what}")
+                    lambda: f"im2col of C*KH*KW x OH*OW for {what()}")
     return stride, padding, dilation, groups
 
 
@@ -211,14 +218,17 @@ def _validate_conv_transpose2d(x, w, b, stride, padding, output_padding, groups,
                                          dilation)
     _check_output_size(
         op, sizes, "(H-1)*stride - 2*padding + dilation*(K-1) + output_padding + 1",
-        [f"({i}-1)*{s} - 2*{p} + {d}*({k}-1) + {q} + 1"
-         for i, k, s, p, q, d in zip((H, W), (KH, KW), stride, padding, output_padding,
-                                     dilation)])
-    what = (f"x {tuple(x.shape)}, w {tuple(w.shape)}, stride={stride}, padding={padding}, "
-            f"output_padding={output_padding}, dilation={dilation}")
+        lambda: [f"({i}-1)*{s} - 2*{p} + {d}*({k}-1) + {q} + 1"
+                 for i, k, s, p, q, d in zip((H, W), (KH, KW), stride, padding, output_padding,
+                                             dilation)])
+
+    def what():
+        return (f"x {tuple(x.shape)}, w {tuple(w.shape)}, stride={stride}, padding={padding}, "
+                f"output_padding={output_padding}, dilation={dilation}")
+
     check_output_size(op, (N, Cog * groups) + sizes, x.dtype, what)
     check_workspace(op, (Cog * groups * KH * KW, H * W), x.dtype,
-                    f"col2im of C_out*KH*KW x H*W for {what}")
+                    lambda: f"col2im of C_out*KH*KW x H*W for {what()}")
     return stride, padding, output_padding, dilation, groups
 
 

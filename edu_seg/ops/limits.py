@@ -18,6 +18,7 @@ limit                  why
                        laptop core; real detectors take ~10**7.
 =====================  ==========================================================================
 """
+import functools
 import math
 import os
 
@@ -36,8 +37,10 @@ MAX_BYTES = 8 * 2 ** 30
 MAX_ROI_SAMPLES = 2 * 10 ** 9
 
 
+@functools.lru_cache(maxsize=None)
 def _physical_memory():
-    """Bytes of RAM, or None where sysconf cannot tell."""
+    """Bytes of RAM, or None where sysconf cannot tell. Asked once: every conv checks its
+    sizes against it, and two system calls per check were a tenth of a small conv's time."""
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):
@@ -68,22 +71,29 @@ def _nbytes(shape, dtype):
     return math.prod(int(s) for s in shape) * np.dtype(dtype).itemsize
 
 
+def _describe(what):
+    """``what`` itself, or what it returns if it is a function: a caller on a hot path passes a
+    function, so that the description is formatted only for the message of an error."""
+    return what() if callable(what) else what
+
+
 def check_output_size(op, shape, dtype, what):
     """Raise ValueError if an array of ``shape`` and ``dtype`` would exceed :func:`max_bytes`.
 
-    ``what`` names the argument(s) that set the size, e.g. ``"size=(100000, 100000)"``.
+    ``what`` names the argument(s) that set the size, e.g. ``"size=(100000, 100000)"`` (or is a
+    function that returns that text, called only to raise).
     """
     for v in shape[2:]:
         if v > MAX_GEOMETRY:
             raise ValueError(f"{op}: the output would be {tuple(shape)}, whose spatial size "
                              f"{v} is above the limit of 2**24 = {MAX_GEOMETRY}; it comes from "
-                             f"{what}")
+                             f"{_describe(what)}")
     need, limit = _nbytes(shape, dtype), max_bytes()
     if need > limit:
         raise ValueError(f"{op}: the output would be {tuple(shape)} {np.dtype(dtype).name}, "
                          f"{format_bytes(need)}, more than the {format_bytes(limit)} limit "
-                         f"(edu_seg.ops.limits.max_bytes()); it comes from {what}: reduce it, "
-                         f"or process the batch in pieces")
+                         f"(edu_seg.ops.limits.max_bytes()); it comes from {_describe(what)}: "
+                         f"reduce it, or process the batch in pieces")
 
 
 def check_workspace(op, shape, dtype, what):
@@ -92,4 +102,5 @@ def check_workspace(op, shape, dtype, what):
     if need > limit:
         raise ValueError(f"{op}: the work buffer would be {tuple(shape)} {np.dtype(dtype).name}, "
                          f"{format_bytes(need)}, more than the {format_bytes(limit)} limit "
-                         f"(edu_seg.ops.limits.max_bytes()); it comes from {what}: reduce it")
+                         f"(edu_seg.ops.limits.max_bytes()); it comes from {_describe(what)}: "
+                         f"reduce it")
