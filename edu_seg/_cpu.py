@@ -50,8 +50,8 @@ def vector_flags(flags):
 def widest_vectors(flags):
     """"AVX-512", "AVX2" or None: the widest x86 vector instructions among ``flags`` (None also
     when ``flags`` is None). Two CPUs with the same model name can differ here (an AMD EPYC of
-    2020 has AVX2, one of 2022 AVX-512), and the kernels run about twice as fast with AVX-512,
-    so every measured figure names it beside the model name.
+    the Zen 3 generation has AVX2, one of Zen 4 AVX-512), and the kernels run about twice as
+    fast with AVX-512, so every measured figure names it beside the model name.
 
     >>> widest_vectors({"avx", "avx2", "fma"})
     'AVX2'
