@@ -32,11 +32,7 @@ def random_images(n, seed=0):
 
 def sorted_graph(image, sigma):
     """The inputs of the kernel, as felzenszwalb prepares them."""
-    image = image.astype(np.float64)
-    edges = proposals._grid_edges(*image.shape[1:])
-    weights = proposals._grid_weights(proposals._smooth(image, sigma))
-    order = np.argsort(weights, kind="stable")
-    return np.ascontiguousarray(edges[order]), np.ascontiguousarray(weights[order])
+    return proposals._sorted_graph(image.astype(np.float64), sigma)
 
 
 def region_masks(labels):
@@ -230,7 +226,7 @@ def test_one_scale_builds_a_full_hierarchy_of_fh_regions():
 
 def test_hierarchy_ends_with_the_whole_image():
     image = proposals._check_image("test", shapes_images(1)[0])
-    labels = proposals._segment(image, 100.0, 0.8, 10)
+    labels = proposals._segment(proposals._sorted_graph(image, 0.8), *image.shape[1:], 100.0, 10)
     colour, texture = proposals._pixel_features(image)
     masks = proposals._hierarchy(labels, colour, texture, 3)
     assert len(masks) == 2 * (labels.max() + 1) - 1
@@ -328,7 +324,7 @@ def test_grouping_rebuilds_objects_that_a_random_grouping_misses(shapes_samples,
 
 def test_colour_and_texture_histograms_are_normalised():
     image = proposals._check_image("test", shapes_images(1)[0])
-    labels = proposals._segment(image, 100.0, 0.8, 10)
+    labels = proposals._segment(proposals._sorted_graph(image, 0.8), *image.shape[1:], 100.0, 10)
     colour, texture = proposals._pixel_features(image)
     regions = proposals._Regions(labels, colour, texture, 3)
     n = labels.max() + 1
