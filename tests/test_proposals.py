@@ -385,3 +385,20 @@ def test_selective_search_needs_colours_in_unit_range():
     with pytest.raises(ValueError, match=r"in \[0, 1\]"):
         selective_search(np.full((3, 8, 8), 1.5, np.float32))
     felzenszwalb(np.full((3, 8, 8), 1.5, np.float32))        # FH itself does not care
+
+
+def test_all_initial_similarities_at_once_equal_one_region_at_a_time():
+    """_hierarchy scores every neighbour pair in one call; the heap, and so the proposals, stay
+    those of one call per region only if every value is the same to the last bit."""
+    for image in shapes_images(4):
+        image = proposals._check_image("test", image)
+        colour, texture = proposals._pixel_features(image)
+        graph = proposals._sorted_graph(image, 0.8)
+        for scale in proposals.SELECTIVE_SEARCH_SCALES:
+            labels = proposals._segment(graph, *image.shape[1:], scale, 10)
+            regions = proposals._Regions(labels, colour, texture, 3)
+            pairs = proposals._neighbour_pairs(labels)
+            together = proposals._similarity(regions, pairs[:, 0], pairs[:, 1])
+            alone = np.concatenate([proposals._similarity(regions, i, pairs[pairs[:, 0] == i, 1])
+                                    for i in np.unique(pairs[:, 0])])
+            assert len(pairs) and together.tobytes() == alone.tobytes()
