@@ -5,8 +5,9 @@
  * 576 x 256, say), about half of what the core can do; PyTorch's convolutions run near the
  * core's peak. The code below reaches about 200 GFLOP/s on the same shapes (AMD EPYC with
  * AVX-512, one thread, measured; on an AVX2 EPYC, Zen 3, 40-60 GFLOP/s against OpenBLAS's
- * 55-70, whose AVX2 kernels are its best there). They are the textbook structure of every fast GEMM (Goto and van de
- * Geijn, "Anatomy of High-Performance Matrix Multiplication", ACM TOMS 2008; BLIS):
+ * 55-70, whose AVX2 kernels are its best there). They are the textbook structure of every
+ * fast GEMM (Goto and van de Geijn, "Anatomy of High-Performance Matrix Multiplication", ACM
+ * TOMS 2008; BLIS):
  *
  * 1. The MICRO-KERNEL computes one EDU_MR x EDU_NR tile of C (8 x 32) in registers: for each k
  *    it loads 32 floats of B (two 16-float vectors), and for each of the 8 rows broadcasts one
