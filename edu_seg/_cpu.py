@@ -29,17 +29,29 @@ BUILD_FLAGS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_ke
 
 
 @functools.lru_cache(maxsize=None)
-def cpu_flags(cpuinfo="/proc/cpuinfo"):
-    """The flags of this CPU (a frozenset of str), or None where ``cpuinfo`` cannot be read.
-    Read once: ``import edu_seg`` asks twice (its BLAS setting, then the compiled core's check)."""
+def _cpuinfo_field(name, cpuinfo):
+    """The value of the first ``name : value`` line of ``cpuinfo`` (the first CPU's), or None
+    where the file cannot be read or has no such line. Read once per field: ``import edu_seg``
+    asks for the flags twice (its BLAS setting, then the compiled core's check)."""
     try:
         with open(cpuinfo) as f:
             for line in f:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
+                if line.startswith(name):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
     return None
+
+
+def cpu_flags(cpuinfo="/proc/cpuinfo"):
+    """The flags of this CPU (a frozenset of str), or None where ``cpuinfo`` cannot be read."""
+    flags = _cpuinfo_field("flags", cpuinfo)
+    return None if flags is None else frozenset(flags.split())
+
+
+def cpu_model_name(cpuinfo="/proc/cpuinfo"):
+    """The CPU's ``model name`` ("AMD EPYC"), or None where ``cpuinfo`` cannot tell."""
+    return _cpuinfo_field("model name", cpuinfo)
 
 
 def vector_flags(flags):

@@ -227,9 +227,11 @@ def test_the_build_records_the_vector_flags_of_this_cpu():
 
 def test_cpu_flag_helpers(tmp_path):
     info = tmp_path / "cpuinfo"
-    info.write_text("processor\t: 0\nflags\t\t: fpu sse4_2 avx avx2 fma\n")
+    info.write_text("processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse4_2 avx avx2 fma\n")
     assert _cpu.cpu_flags(str(info)) == {"fpu", "sse4_2", "avx", "avx2", "fma"}
+    assert _cpu.cpu_model_name(str(info)) == "AMD EPYC"
     assert _cpu.cpu_flags(str(tmp_path / "missing")) is None
+    assert _cpu.cpu_model_name(str(tmp_path / "missing")) is None
     assert _cpu.vector_flags({"fpu", "avx2", "sse4_2", "avx512f"}) == ("sse4_2", "avx2", "avx512f")
     built = tmp_path / "flags.txt"
     built.write_text("avx2 avx512f\n")

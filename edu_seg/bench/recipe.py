@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from .. import models
-from .._cpu import cpu_flags, widest_vectors
+from .._cpu import cpu_flags, cpu_model_name, widest_vectors
 from ..autograd import Tensor, no_grad
 from ..data import Shapes
 from ..train import TrainConfig, seed_everything
@@ -79,16 +79,7 @@ class StepTimes:
 def cpu_name():
     """The CPU's ``model name`` from ``/proc/cpuinfo`` (else what ``platform`` knows), with its
     widest vector instructions: "AMD EPYC (AVX-512)" (:func:`edu_seg._cpu.widest_vectors`)."""
-    name = None
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    name = line.partition(":")[2].strip()
-                    break
-    except OSError:
-        pass                                        # not Linux: fall back below
-    name = name or platform.processor() or platform.machine() or "unknown"
+    name = cpu_model_name() or platform.processor() or platform.machine() or "unknown"
     vectors = widest_vectors(cpu_flags())
     return f"{name} ({vectors})" if vectors else name
 
