@@ -5,6 +5,7 @@ default: all). Each ``bench_<name>.py`` defines ``TITLE`` and ``run() -> str`` (
 section). The results go to ``RESULTS.md`` (all), ``RESULTS-<names>.md`` (a scratch run of
 some, not committed), or FILE: ``RESULTS_AVX2.md`` holds the figures of a CPU without AVX-512.
 """
+import argparse
 import datetime
 import importlib
 import pathlib
@@ -18,6 +19,10 @@ from common import machine_description  # noqa: E402
 
 def main(names, out=None, command="make bench"):
     modules = sorted(p.stem for p in HERE.glob("bench_*.py"))
+    known = [m.removeprefix("bench_") for m in modules]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        sys.exit(f"run.py: no benchmark named {', '.join(unknown)}; choose from {', '.join(known)}")
     if names:
         modules = [m for m in modules if m.removeprefix("bench_") in names]
     sections = []
@@ -38,11 +43,13 @@ def main(names, out=None, command="make bench"):
 
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    out = None
-    if args[:1] == ["--out"]:
-        if len(args) < 2:
-            sys.exit("run.py: --out needs a file name, e.g. --out benchmarks/RESULTS_AVX2.md")
-        out, args = pathlib.Path(args[1]), args[2:]
-    main(args, out, "make bench" if not sys.argv[1:] else
+    parser = argparse.ArgumentParser(description="Run the benchmarks and write their Markdown "
+                                     "results (default: all of them into RESULTS.md).")
+    parser.add_argument("names", nargs="*", metavar="NAME",
+                        help="benchmarks to run, by the NAME of bench_NAME.py (default: all)")
+    parser.add_argument("--out", type=pathlib.Path, help="the results file (default: RESULTS.md "
+                        "for all, RESULTS-<names>.md for some; RESULTS_AVX2.md holds the figures "
+                        "of a CPU without AVX-512)")
+    args = parser.parse_args()
+    main(args.names, args.out, "make bench" if not sys.argv[1:] else
          "python benchmarks/run.py " + " ".join(sys.argv[1:]))

@@ -36,7 +36,24 @@ def test_out_names_the_file_and_the_header_the_command(runner, tmp_path):
     assert "## Fake" in text and not (tmp_path / "RESULTS-fake.md").exists()
 
 
-def test_out_without_a_file_name_says_what_it_needs():
-    done = subprocess.run([sys.executable, str(BENCHMARKS / "run.py"), "--out"],
+def _run_py(*args):
+    return subprocess.run([sys.executable, str(BENCHMARKS / "run.py"), *args],
                           capture_output=True, text=True, timeout=120)
-    assert done.returncode != 0 and "--out needs a file name" in done.stderr
+
+
+def test_out_without_a_file_name_says_what_it_needs():
+    done = _run_py("--out")
+    assert done.returncode != 0 and "--out: expected one argument" in done.stderr
+
+
+def test_help_prints_the_usage_and_writes_nothing():
+    before = sorted(BENCHMARKS.glob("RESULTS*.md"))
+    done = _run_py("--help")
+    assert done.returncode == 0 and "usage: run.py" in done.stdout
+    assert sorted(BENCHMARKS.glob("RESULTS*.md")) == before
+
+
+def test_an_unknown_benchmark_name_is_refused_with_the_known_ones(runner, tmp_path):
+    with pytest.raises(SystemExit, match="no benchmark named nope; choose from fake"):
+        runner.main(["nope"])
+    assert not list(tmp_path.glob("RESULTS*.md"))
