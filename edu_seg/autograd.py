@@ -322,16 +322,19 @@ class Tensor:
 
     def _accumulate(self, g, owned):
         """Add ``g`` into ``.grad``, which stays an array that this tensor alone owns."""
-        if self.grad is not None and id(self) not in owned:
-            # .grad from an earlier backward pass: the user may hold that array; add into a
-            # new one instead of writing to it.
-            self.grad = _dense(self.grad, self.data.dtype, copy=True)
-            owned.add(id(self))
+        dtype = self.data.dtype
         if self.grad is None:
-            self.grad = _dense(g, self.data.dtype, copy=True)
-            owned.add(id(self))
-        else:
+            self.grad = _dense(g, dtype, copy=True)
+        elif id(self) in owned:         # made by this backward pass: add in place
             _add_into(self.grad, g)
+        elif isinstance(g, IndexedGradient):
+            # .grad from an earlier backward pass: the user may hold that array, so the sum
+            # goes to a new one.
+            self.grad = _dense(self.grad, dtype, copy=True)
+            g.add_into(self.grad)
+        else:                           # the same, in one pass over memory
+            self.grad = _xp(self.grad).add(self.grad, g, dtype=dtype)
+        owned.add(id(self))
 
     # ------------------------------------------------------------------------ in-place updates
     def _changed_in_place(self):

@@ -264,6 +264,21 @@ def test_gradients_summed_in_place_never_touch_arrays_that_others_hold():
     np.testing.assert_array_equal(first, np.full((2, 3), 8.0))      # the old .grad untouched
 
 
+def test_a_later_pass_sums_into_a_new_grad_of_the_tensors_dtype():
+    """Each later backward pass leaves the previous .grad array as it was (the user may hold
+    it), whether its gradient is dense or picks elements (an index), and keeps the dtype."""
+    x = Tensor(np.ones((2, 3), dtype=np.float32), requires_grad=True)
+    (x * 2.0).sum().backward()
+    first = x.grad
+    x[1].sum().backward()                  # an indexed gradient into a .grad from before
+    second = x.grad
+    (x * 3.0).sum().backward()             # a dense one
+    np.testing.assert_array_equal(first, np.full((2, 3), 2.0))
+    np.testing.assert_array_equal(second, [[2.0] * 3, [3.0] * 3])
+    np.testing.assert_array_equal(x.grad, [[5.0] * 3, [6.0] * 3])
+    assert x.grad.dtype == np.float32 and second.dtype == np.float32
+
+
 # --------------------------------------------------------------------- engine guarantees
 def _conv_graph(seed=0):
     """A small conv net whose loss is returned; weak references to two intermediate tensors."""
