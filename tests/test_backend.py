@@ -168,6 +168,34 @@ def test_the_thread_limit_reaches_the_blas_of_the_conv_kernels_in_a_fresh_proces
     assert out.stdout.split() == ["[1]"]
 
 
+def test_without_any_thread_setting_the_first_kernel_call_limits_blas_to_one_thread():
+    # A zoo run or a notebook that never calls set_num_threads must not leave NumPy's BLAS
+    # spinning beside the OpenMP loops (a matmul, then a conv); with the NumPy reference the
+    # BLAS keeps every thread.
+    code = textwrap.dedent("""
+        import sys
+        import numpy as np
+        import edu_seg
+        from edu_seg.functional import conv2d
+        from edu_seg.autograd import Tensor
+        from threadpoolctl import threadpool_info
+        edu_seg.set_backend(sys.argv[1]) if len(sys.argv) > 1 else None
+        np.ones((64, 64)) @ np.ones((64, 64))
+        conv2d(Tensor(np.ones((1, 2, 8, 8), np.float32)), Tensor(np.ones((2, 2, 3, 3), np.float32)))
+        print(sorted({i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}),
+              edu_seg.get_num_threads())
+    """)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("EDU_SEG_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    compiled = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              env=env, check=True)
+    assert compiled.stdout.split()[0] == "[1]"
+    reference = subprocess.run([sys.executable, "-c", code, "numpy"], capture_output=True,
+                               text=True, env=env, check=True)
+    blas, threads = reference.stdout.split()
+    assert blas == f"[{threads}]"
+
+
 @pytest.mark.parametrize("bad", [0, -1, 1.5, "2", True])
 def test_set_num_threads_rejects_bad_values(bad):
     with pytest.raises(ValueError, match="set_num_threads: n must be a positive integer"):
