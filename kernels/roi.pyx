@@ -9,11 +9,10 @@ bilinear helper are the reference's; what changes is where the data lives and wh
   (``w1 * x[b, :, y_lo, x_lo]``). Here that loop over C is the innermost loop and runs over a
   channels-last copy of x, ``(N, H, W, C)``, where those C values are contiguous: it compiles
   to SIMD code, and each sample's neighbours and weights are computed once for all channels.
-- **RoIAlign forward** runs boxes in parallel (``prange`` over k); y[k] is written by one
-  thread. RoIPool forward runs boxes in parallel too, every bin's maximum
-  over all C channels at once.
+- **Forward** runs boxes in parallel (``prange`` over k); y[k] is written by one thread. For
+  RoIPool every bin's maximum runs over all C channels at once.
 - **Backward is a scatter**, and bins and boxes overlap. Each work item owns whole pieces of
-  dx — (image b, band of 4 rows) for RoIAlign, plane dx[b, c] for RoIPool — and visits
+  dx — (image b, band of 4 rows) for RoIAlign, planes dx[b, c0:c0 + 8] for RoIPool — and visits
   the boxes of image b in order k. No two threads ever write one element, and every element
   is summed in the reference's order whatever the number of threads: results are
   bit-identical for 1, 2 or 16 threads.
@@ -409,8 +408,8 @@ def _pool_backward(const floating[:, :, :, ::1] dy, const int64_t[:, :, :, ::1] 
     POOL_BACKWARD_CHANNELS channels of one image and visits that image's boxes in order k.
 
     Per box, the item reads argmax[k, c0:c1] and dy[k, c0:c1], one contiguous piece each; an
-    item of one channel would read 49 values and jump C * 49 values ahead, a new memory page
-    per box.
+    item of one channel would read PH * PW values and jump C * PH * PW ahead (25 kB for 64
+    channels of 7x7 int64: a new memory page per box).
     """
     cdef Py_ssize_t N = dx.shape[0], C = dx.shape[1], bins = dy.shape[2] * dy.shape[3]
     cdef Py_ssize_t blocks = (C + POOL_BACKWARD_CHANNELS - 1) // POOL_BACKWARD_CHANNELS
