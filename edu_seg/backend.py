@@ -415,7 +415,10 @@ def _limit_blas():
     # The float64 conv kernels call the OpenBLAS that SciPy bundles, a different library from
     # NumPy's; threadpoolctl limits only the libraries loaded when it runs, so load it now.
     import scipy.linalg.cython_blas  # noqa: F401
-    n = get_num_threads() if _state["backend"] == "numpy" else 1
+    if _state["backend"] != "numpy":
+        n = 1
+    else:   # the threads asked for, else every CPU (also without the compiled core)
+        n = _state["num_threads"] or os.cpu_count() or 1
     _state["blas_limiter"] = threadpool_limits(limits=n, user_api="blas")
 
 

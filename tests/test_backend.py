@@ -171,8 +171,9 @@ def test_the_thread_limit_reaches_the_blas_of_the_conv_kernels_in_a_fresh_proces
 def test_without_any_thread_setting_the_first_kernel_call_limits_blas_to_one_thread():
     # A zoo run or a notebook that never calls set_num_threads must not leave NumPy's BLAS
     # spinning beside the OpenMP loops (a matmul, then a conv); with the NumPy reference the
-    # BLAS keeps every thread.
+    # BLAS keeps every CPU.
     code = textwrap.dedent("""
+        import os
         import sys
         import numpy as np
         import edu_seg
@@ -183,7 +184,7 @@ def test_without_any_thread_setting_the_first_kernel_call_limits_blas_to_one_thr
         np.ones((64, 64)) @ np.ones((64, 64))
         conv2d(Tensor(np.ones((1, 2, 8, 8), np.float32)), Tensor(np.ones((2, 2, 3, 3), np.float32)))
         print(sorted({i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}),
-              edu_seg.get_num_threads())
+              os.cpu_count())
     """)
     env = {k: v for k, v in os.environ.items()
            if k not in ("EDU_SEG_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
@@ -192,8 +193,18 @@ def test_without_any_thread_setting_the_first_kernel_call_limits_blas_to_one_thr
     assert compiled.stdout.split()[0] == "[1]"
     reference = subprocess.run([sys.executable, "-c", code, "numpy"], capture_output=True,
                                text=True, env=env, check=True)
-    blas, threads = reference.stdout.split()
-    assert blas == f"[{threads}]"
+    blas, cpus = reference.stdout.split()
+    assert blas == f"[{cpus}]"
+
+
+def test_the_numpy_reference_keeps_every_cpu_for_blas_without_the_compiled_core(monkeypatch):
+    # Without the compiled core the NumPy reference is all there is, and its convolutions are
+    # BLAS products: the rule must not leave them one thread.
+    monkeypatch.setattr(backend, "_threads", None)
+    monkeypatch.setitem(backend._state, "num_threads", None)
+    monkeypatch.setitem(backend._state, "backend", "numpy")
+    backend._limit_blas()
+    assert blas_threads() == {os.cpu_count()}
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, "2", True])
