@@ -409,9 +409,10 @@ static void edu_pack_a_block(int transA, const float *A, int lda, int M, int K, 
 /* All of op(A) (M x K) packed once, for a caller that multiplies the same A by many Bs (a
  * conv's weights by every tile of the batch): for each block of EDU_KC values of k starting
  * at k0, its panels of EDU_MR rows as edu_pack_a lays them out, at Ap + k0 * (M rounded up
- * to EDU_MR). Packing is then done once per call instead of once per product. (The conv
- * kernels pack the blocks themselves, in parallel, with edu_pack_a_block; `inline` keeps the
- * builds that do not call this from warning that it is unused.) */
+ * to EDU_MR). Packing is then done once per call instead of once per product. (Winograd's
+ * forward packs its 16 filter matrices with it; the im2col conv kernels pack the blocks
+ * themselves, in parallel, with edu_pack_a_block, and `inline` keeps their build from
+ * warning that this is unused.) */
 static inline void edu_pack_a_whole(int transA, const float *A, int lda, int M, int K, float *Ap) {
     for (int kb = 0; kb < edu_k_blocks(K); kb++)
         edu_pack_a_block(transA, A, lda, M, K, kb, Ap);
